@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/discord-authentik-bridge/bridge/reconcile"
+	"github.com/discord-authentik-bridge/bridge/web"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool)) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := loadConfig(lookup, stderr)
+	if !ok {
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	a, err := newApp(cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	store, err := a.openStore(ctx)
+	if err != nil {
+		log.Error("open store", "err", err)
+		return 1
+	}
+	defer store.Close()
+	rec := a.reconciler(store)
+
+	// The mapping is loaded in the background so that a slow Authentik delays readiness, not
+	// the start; until it is loaded /readyz says why.
+	go keepMappingLoaded(ctx, rec, cfg.Sync.MappingRefresh, log)
+
+	srv := web.New(web.Options{
+		WebhookSecret: cfg.Webhook.Secret.Reveal(),
+		SyncDeadline:  cfg.Webhook.SyncDeadline,
+		AllowPending:  cfg.Sync.GateAllowPending,
+		GuildID:       cfg.Discord.GuildID,
+		Discord:       a.discord,
+		Reconciler:    rec,
+		Logger:        log,
+		Ready: func(ctx context.Context) []string {
+			if _, ok := rec.MappingAge(); !ok {
+				return []string{"group mapping not loaded from Authentik yet"}
+			}
+			return nil
+		},
+	})
+	httpSrv := &http.Server{
+		Addr:              cfg.Listen,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+	}
+	log.Info("bridge started", "version", version(), "listen", cfg.Listen,
+		"guild_id", cfg.Discord.GuildID, "authentik", cfg.Authentik.URL)
+	if err := srv.Serve(ctx, httpSrv); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	log.Info("bridge stopped")
+	return 0
+}
+
+// keepMappingLoaded loads the group mapping at start, retrying with a growing pause, and then
+// refreshes it every interval so that admins' edits of discord_role_id reach the hooks.
+func keepMappingLoaded(ctx context.Context, rec *reconcile.Reconciler, every time.Duration, log *slog.Logger) {
+	wait := time.Second
+	loaded := false
+	for {
+		err := rec.RefreshMapping(ctx)
+		switch {
+		case err == nil && !loaded:
+			log.Info("group mapping loaded")
+			loaded, wait = true, every
+		case err == nil:
+			wait = every
+		case !loaded:
+			log.Warn("load group mapping", "err", err, "retry_in", wait)
+			wait = min(2*wait, time.Minute)
+		default:
+			// The previous mapping stays in use; a refresh that fails is no reason to stop.
+			log.Warn("refresh group mapping", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
+	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("discord-id", "", "Discord user ID to sync")
+	dry := fs.Bool("dry-run", false, "print the plan without applying it")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *id == "" {
+		fmt.Fprintln(stderr, "bridge sync: --discord-id is required")
+		return 2
+	}
+	cfg, ok := loadConfig(lookup, stderr)
+	if !ok {
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	a, err := newApp(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge sync:", err)
+		return 1
+	}
+	var store reconcile.Store
+	if !*dry {
+		s, err := a.openStore(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "bridge sync:", err)
+			return 1
+		}
+		defer s.Close()
+		store = s
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out, err := a.reconciler(store).Sync(ctx, reconcile.Target{DiscordID: *id}, "cli", *dry)
+	if out != nil && out.Plan != nil {
+		fmt.Fprint(stdout, out.Plan.String())
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge sync:", errorLine(err))
+		return 1
+	}
+	switch out.Result {
+	case reconcile.ResultPlanned:
+		fmt.Fprintln(stdout, "dry run: nothing was changed")
+	case reconcile.ResultChanged:
+		fmt.Fprintf(stdout, "applied %d change(s)\n", len(out.Changes))
+	case reconcile.ResultUnchanged:
+		fmt.Fprintln(stdout, "already in sync")
+	}
+	return 0
+}
+
+// check validates the configuration and then probes each upstream with the calls the bridge
+// will make, printing one PASS or FAIL line a probe.
+func check(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ok := loadConfig(lookup, stdout)
+	if !ok {
+		fmt.Fprintln(stdout, "FAIL configuration")
+		return 1
+	}
+	fmt.Fprintln(stdout, "PASS configuration")
+	cfg.Write(prefixWriter{w: stdout, prefix: "     "})
+
+	log := newLogger(cfg, stderr)
+	a, err := newApp(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stdout, "FAIL clients:", err)
+		return 1
+	}
+	failed := false
+	probe := func(name string, f func(ctx context.Context) (string, error)) {
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		detail, err := f(pctx)
+		if err != nil {
+			failed = true
+			fmt.Fprintf(stdout, "FAIL %s: %s\n", name, errorLine(err))
+			return
+		}
+		fmt.Fprintf(stdout, "PASS %s: %s\n", name, detail)
+	}
+	guildID := cfg.Discord.GuildID
+	probe("discord bot token", func(ctx context.Context) (string, error) {
+		u, err := a.discord.BotUser(ctx)
+		if err != nil {
+			return "", err
+		}
+		return "bot " + u.Username, nil
+	})
+	probe("discord guild", func(ctx context.Context) (string, error) {
+		g, err := a.discord.Guild(ctx, guildID)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s (%s)", g.Name, g.ID), nil
+	})
+	probe("discord roles", func(ctx context.Context) (string, error) {
+		roles, err := a.discord.Roles(ctx, guildID)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d roles", len(roles)), nil
+	})
+	probe("discord member list (Server Members intent)", func(ctx context.Context) (string, error) {
+		ms, err := a.discord.MembersPage(ctx, guildID, "0", 1)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("readable (%d on the first page)", len(ms)), nil
+	})
+	probe("authentik token", func(ctx context.Context) (string, error) {
+		name, err := a.authentik.Me(ctx)
+		if err != nil {
+			return "", err
+		}
+		return "accepted, acting as " + name, nil
+	})
+	probe("authentik groups", func(ctx context.Context) (string, error) {
+		rec := a.reconciler(nil)
+		m, err := rec.Mapping(ctx)
+		if err != nil {
+			return "", err
+		}
+		detail := fmt.Sprintf("%d managed group(s), %d role ID(s) mapped",
+			len(m.ManagedGroups()), len(m.Roles()))
+		if inv := m.Invalid(); len(inv) > 0 {
+			var parts []string
+			for _, i := range inv {
+				parts = append(parts, i.GroupName+": "+i.Reason)
+			}
+			detail += "; invalid entries: " + strings.Join(parts, "; ")
+		}
+		return detail, nil
+	})
+	probe("authentik discord source", func(ctx context.Context) (string, error) {
+		name, err := a.authentik.Source(ctx)
+		if err != nil {
+			return "", err
+		}
+		conns, err := a.authentik.Connections(ctx)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%q with %d linked user(s)", name, len(conns)), nil
+	})
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// prefixWriter indents every line written through it.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	lines := strings.SplitAfter(string(b), "\n")
+	for _, l := range lines {
+		if l == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+l); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}

@@ -1,0 +1,538 @@
+// Package reconcile is the bridge's controller. For one Discord user it reads the guild
+// membership and the user's Authentik state, derives the desired state, and applies the
+// difference, and nothing else. Every trigger (a login, a gateway event, a full pass, an admin)
+// only says "this user may be stale"; applying the same plan twice changes nothing.
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+
+	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/discord"
+	"github.com/discord-authentik-bridge/bridge/groupmatch"
+	"github.com/discord-authentik-bridge/bridge/guild"
+)
+
+// Authentik is what the reconciler needs from Authentik; *authentik.Client provides it.
+type Authentik interface {
+	User(ctx context.Context, pk int32) (*authentik.User, error)
+	UsersByDiscordID(ctx context.Context, discordID string) ([]int32, error)
+	Groups(ctx context.Context) ([]groupmatch.Group, error)
+	AddToGroup(ctx context.Context, groupUUID string, pk int32) error
+	RemoveFromGroup(ctx context.Context, groupUUID string, pk int32) error
+	UpdateUser(ctx context.Context, pk int32, u authentik.Update) error
+}
+
+var _ Authentik = (*authentik.Client)(nil)
+
+// Leave policies: what happens to the Authentik user of someone who is not in the guild.
+const (
+	OnLeaveRemoveGroups = "remove_groups"
+	OnLeaveKeep         = "keep"
+	OnLeaveDeactivate   = "deactivate"
+)
+
+// Options tune a Reconciler.
+type Options struct {
+	GuildID        string
+	AllowSuperuser bool          // manage groups marked superuser
+	SetName        bool          // keep the Authentik name equal to the Discord display name
+	OnLeave        string        // one of the OnLeave constants
+	MappingRefresh time.Duration // how long a fetched group mapping is used before refetching
+	Now            func() time.Time
+}
+
+// Reconciler syncs Discord users into Authentik.
+type Reconciler struct {
+	discord guild.MemberGetter
+	ak      Authentik
+	store   Store
+	log     *slog.Logger
+	opts    Options
+	mapping *mappingCache
+	locks   keyedMutex
+}
+
+// New returns a Reconciler. store may be nil in tools that keep no history.
+func New(d guild.MemberGetter, ak Authentik, store Store, log *slog.Logger, o Options) *Reconciler {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OnLeave == "" {
+		o.OnLeave = OnLeaveRemoveGroups
+	}
+	r := &Reconciler{discord: d, ak: ak, store: store, log: log, opts: o}
+	r.mapping = newMappingCache(o.MappingRefresh, func(ctx context.Context) (*groupmatch.Mapping, error) {
+		groups, err := ak.Groups(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m := groupmatch.Build(groups, groupmatch.Options{AllowSuperuser: o.AllowSuperuser})
+		for _, inv := range m.Invalid() {
+			log.Warn("invalid discord_role_id mapping", "group", inv.GroupName, "reason", inv.Reason)
+		}
+		return m, nil
+	}, log)
+	return r
+}
+
+// Mapping returns the current role→group mapping, fetching it when none is cached.
+func (r *Reconciler) Mapping(ctx context.Context) (*groupmatch.Mapping, error) {
+	return r.mapping.get(ctx)
+}
+
+// RefreshMapping fetches the group mapping now.
+func (r *Reconciler) RefreshMapping(ctx context.Context) error {
+	_, err := r.mapping.refresh(ctx)
+	return err
+}
+
+// Target names the user to sync. UserPK is set when the caller knows the Authentik user, as
+// during enrollment, when the user's Discord connection is not saved yet.
+type Target struct {
+	DiscordID string
+	UserPK    int32
+}
+
+// Plan is what a sync would change for one Discord user.
+type Plan struct {
+	DiscordID  string
+	Membership guild.Membership
+	Users      []UserPlan
+	// NoUser is set when no Authentik user is linked to the Discord ID.
+	NoUser bool
+}
+
+// UserPlan is the part of a Plan that concerns one Authentik user.
+type UserPlan struct {
+	PK         int32
+	Username   string
+	Add        []GroupChange
+	Remove     []GroupChange
+	Attributes []AttrChange
+	Name       *NameChange
+}
+
+// GroupChange is one membership to add or remove, with the reason for it.
+type GroupChange struct {
+	Group  groupmatch.Group
+	Reason string
+}
+
+// AttrChange replaces one owned attribute.
+type AttrChange struct {
+	Key           string
+	Before, After json.RawMessage // Before is nil when the key was absent
+}
+
+// NameChange sets the user's display name.
+type NameChange struct{ Before, After string }
+
+// Empty reports whether applying the plan would change nothing.
+func (p *Plan) Empty() bool {
+	for _, u := range p.Users {
+		if !u.Empty() {
+			return false
+		}
+	}
+	return true
+}
+
+// Empty reports whether the plan for this user changes nothing.
+func (u *UserPlan) Empty() bool {
+	return len(u.Add) == 0 && len(u.Remove) == 0 && len(u.Attributes) == 0 && u.Name == nil
+}
+
+// Outcome is what one sync did.
+type Outcome struct {
+	Plan    *Plan
+	Result  Result
+	Added   []string // names of the groups joined
+	Removed []string // names of the groups left
+	Changes []Change
+}
+
+// Sync brings the Authentik users linked to t.DiscordID in line with the guild. With dryRun
+// it only computes the plan. Syncs of one Discord user never run at the same time, so two
+// triggers that race cannot interleave their writes.
+func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun bool) (*Outcome, error) {
+	start := r.opts.Now()
+	unlock := r.locks.lock(t.DiscordID)
+	defer unlock()
+
+	out, err := r.sync(ctx, t, trigger, dryRun)
+	if r.store != nil && !dryRun {
+		rec := SyncRecord{
+			DiscordID: t.DiscordID,
+			Trigger:   trigger,
+			At:        start,
+			Duration:  r.opts.Now().Sub(start),
+			Result:    ResultError,
+		}
+		if out != nil {
+			rec.Result = out.Result
+			rec.Changes = len(out.Changes)
+			if out.Plan != nil {
+				rec.Membership = string(out.Plan.Membership.State)
+				for _, u := range out.Plan.Users {
+					rec.UserPKs = append(rec.UserPKs, u.PK)
+				}
+			}
+		}
+		if err != nil {
+			rec.Result = ResultError
+			rec.Error = err.Error()
+		}
+		// A context that already ended must not lose the record of why.
+		if serr := r.store.RecordSync(context.WithoutCancel(ctx), rec); serr != nil {
+			r.log.Error("record sync", "discord_id", t.DiscordID, "err", serr)
+		}
+	}
+	return out, err
+}
+
+func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun bool) (*Outcome, error) {
+	plan, err := r.Plan(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	out := &Outcome{Plan: plan, Result: ResultUnchanged}
+	switch {
+	case plan.NoUser:
+		out.Result = ResultNoUser
+		return out, nil
+	case plan.Empty():
+		return out, nil
+	case dryRun:
+		out.Result = ResultPlanned
+		return out, nil
+	}
+	err = r.apply(ctx, plan, trigger, out)
+	if len(out.Changes) > 0 {
+		out.Result = ResultChanged
+		if r.store != nil {
+			if serr := r.store.RecordChanges(context.WithoutCancel(ctx), out.Changes); serr != nil {
+				r.log.Error("record audit entries", "discord_id", t.DiscordID, "err", serr)
+			}
+		}
+	}
+	return out, err
+}
+
+// Plan reads Discord and Authentik and returns what a sync would change. It writes nothing.
+func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
+	if !isSnowflake(t.DiscordID) {
+		return nil, fmt.Errorf("discord id %q: not a snowflake", t.DiscordID)
+	}
+	mapping, err := r.mapping.get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load group mapping: %w", err)
+	}
+	ms, err := guild.Lookup(ctx, r.discord, r.opts.GuildID, t.DiscordID)
+	if err != nil {
+		return nil, fmt.Errorf("look up guild member %s: %w", t.DiscordID, err)
+	}
+
+	pks := []int32{}
+	if t.UserPK != 0 {
+		pks = append(pks, t.UserPK)
+	} else {
+		pks, err = r.ak.UsersByDiscordID(ctx, t.DiscordID)
+		if err != nil {
+			return nil, err
+		}
+	}
+	plan := &Plan{DiscordID: t.DiscordID, Membership: ms, NoUser: len(pks) == 0}
+	for _, pk := range pks {
+		u, err := r.ak.User(ctx, pk)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkOwner(u, t.DiscordID); err != nil {
+			return nil, err
+		}
+		plan.Users = append(plan.Users, r.planUser(mapping, ms, u))
+	}
+	return plan, nil
+}
+
+// ErrOtherAccount reports a user whose attributes already name another Discord account; the
+// bridge refuses to sync it rather than hand one person's roles to another.
+var ErrOtherAccount = errors.New("user is linked to another discord account")
+
+func checkOwner(u *authentik.User, discordID string) error {
+	raw, ok := u.Attributes["discord"]
+	if !ok {
+		return nil
+	}
+	var cur struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(raw, &cur) == nil && cur.ID != "" && cur.ID != discordID {
+		return fmt.Errorf("user %d (%s): %w %s, not %s", u.PK, u.Username, ErrOtherAccount,
+			cur.ID, discordID)
+	}
+	return nil
+}
+
+func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User) UserPlan {
+	up := UserPlan{PK: u.PK, Username: u.Username}
+	present := ms.State != guild.StateAbsent
+	if !present && r.opts.OnLeave == OnLeaveKeep {
+		return up
+	}
+
+	roles := ms.RoleIDs()
+	desired := m.Desired(roles)
+	current := map[string]bool{}
+	for _, g := range u.Groups {
+		if m.Managed(g) {
+			current[g] = true
+		}
+	}
+	for _, g := range m.ManagedGroups() {
+		switch {
+		case desired[g.UUID] && !current[g.UUID]:
+			up.Add = append(up.Add, GroupChange{Group: g, Reason: addReason(m, g, roles)})
+		case !desired[g.UUID] && current[g.UUID]:
+			up.Remove = append(up.Remove, GroupChange{Group: g, Reason: removeReason(m, g, present)})
+		}
+	}
+	if !present {
+		return up
+	}
+
+	attr := discordAttribute(ms.Member, roles)
+	if before, ok := u.Attributes["discord"]; !ok || !sameDiscord(before, attr) {
+		attr.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
+		after, _ := json.Marshal(attr)
+		up.Attributes = append(up.Attributes, AttrChange{Key: "discord", Before: before, After: after})
+	}
+	if r.opts.SetName {
+		if name := discord.DisplayName(ms.Member); name != "" && name != u.Name {
+			up.Name = &NameChange{Before: u.Name, After: name}
+		}
+	}
+	return up
+}
+
+func addReason(m *groupmatch.Mapping, g groupmatch.Group, roles []string) string {
+	var feeding []string
+	for _, id := range roles {
+		for _, uuid := range m.GroupsForRole(id) {
+			if uuid == g.UUID {
+				feeding = append(feeding, id)
+			}
+		}
+	}
+	return "member has discord role " + strings.Join(feeding, ", ")
+}
+
+func removeReason(m *groupmatch.Mapping, g groupmatch.Group, present bool) string {
+	if !present {
+		return "not a member of the guild"
+	}
+	return "member has none of the roles " + strings.Join(m.RolesForGroup(g.UUID), ", ")
+}
+
+// DiscordAttribute is the value the bridge keeps under attributes.discord. Snowflakes are
+// strings, since Authentik's own client would turn numbers into float64 and change them.
+type DiscordAttribute struct {
+	ID            string   `json:"id"`
+	Username      string   `json:"username"`
+	GlobalName    *string  `json:"global_name"`
+	Discriminator string   `json:"discriminator"`
+	Nick          *string  `json:"nick"`
+	Avatar        *string  `json:"avatar"` // hash of the avatar in use, guild or user
+	AvatarURL     *string  `json:"avatar_url,omitempty"`
+	Roles         []string `json:"roles"`
+	// SyncedAt is when the bridge last changed this value. It is not refreshed by syncs that
+	// find nothing to change, so an unchanged member costs no write.
+	SyncedAt string `json:"synced_at,omitempty"`
+}
+
+func discordAttribute(m *discordgo.Member, roles []string) DiscordAttribute {
+	u := m.User
+	a := DiscordAttribute{
+		ID:            u.ID,
+		Username:      u.Username,
+		GlobalName:    nonEmpty(u.GlobalName),
+		Discriminator: u.Discriminator,
+		Nick:          nonEmpty(m.Nick),
+		Avatar:        nonEmpty(u.Avatar),
+		Roles:         roles,
+	}
+	if a.Roles == nil {
+		a.Roles = []string{}
+	}
+	return a
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// sameDiscord reports whether the stored attribute already says what want says, ignoring
+// when it was written.
+func sameDiscord(raw json.RawMessage, want DiscordAttribute) bool {
+	var have DiscordAttribute
+	if err := json.Unmarshal(raw, &have); err != nil {
+		return false
+	}
+	have.SyncedAt = ""
+	if have.Roles == nil {
+		return false
+	}
+	sort.Strings(have.Roles)
+	return reflect.DeepEqual(have, want)
+}
+
+// apply carries out plan, recording each change in out as it succeeds. It stops at the first
+// failure; what was applied stays applied and a retry computes the rest again.
+func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out *Outcome) error {
+	for _, u := range plan.Users {
+		log := r.log.With("discord_id", plan.DiscordID, "user_pk", u.PK, "username", u.Username)
+		rec := func(kind ChangeKind, target, before, after, reason string) {
+			out.Changes = append(out.Changes, Change{
+				At: r.opts.Now().UTC(), Trigger: trigger, DiscordID: plan.DiscordID,
+				UserPK: u.PK, Username: u.Username, Kind: kind, Target: target,
+				Before: before, After: after, Reason: reason,
+			})
+		}
+		for _, g := range u.Add {
+			if err := r.ak.AddToGroup(ctx, g.Group.UUID, u.PK); err != nil {
+				return err
+			}
+			rec(KindGroupAdd, g.Group.Name, "not a member", "member", g.Reason)
+			out.Added = append(out.Added, g.Group.Name)
+			log.Info("added user to group", "group", g.Group.Name, "reason", g.Reason)
+		}
+		for _, g := range u.Remove {
+			if err := r.ak.RemoveFromGroup(ctx, g.Group.UUID, u.PK); err != nil {
+				return err
+			}
+			rec(KindGroupRemove, g.Group.Name, "member", "not a member", g.Reason)
+			out.Removed = append(out.Removed, g.Group.Name)
+			log.Info("removed user from group", "group", g.Group.Name, "reason", g.Reason)
+		}
+		if len(u.Attributes) > 0 || u.Name != nil {
+			upd := authentik.Update{Attributes: map[string]json.RawMessage{}}
+			for _, a := range u.Attributes {
+				upd.Attributes[a.Key] = a.After
+			}
+			if u.Name != nil {
+				upd.Name = &u.Name.After
+			}
+			if err := r.ak.UpdateUser(ctx, u.PK, upd); err != nil {
+				return err
+			}
+			for _, a := range u.Attributes {
+				rec(KindAttribute, a.Key, string(a.Before), string(a.After), "discord profile changed")
+			}
+			if u.Name != nil {
+				rec(KindName, "name", u.Name.Before, u.Name.After, "discord display name")
+			}
+			log.Info("updated user attributes", "attributes", len(u.Attributes),
+				"name_changed", u.Name != nil)
+		}
+	}
+	return nil
+}
+
+// String renders the plan for people, one change a line.
+func (p *Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "discord user %s: %s\n", p.DiscordID, p.Membership.State)
+	if p.NoUser {
+		b.WriteString("  no Authentik user is linked to this Discord account\n")
+		return b.String()
+	}
+	for _, u := range p.Users {
+		fmt.Fprintf(&b, "authentik user %s (pk %d):\n", u.Username, u.PK)
+		if u.Empty() {
+			b.WriteString("  nothing to change\n")
+			continue
+		}
+		for _, g := range u.Add {
+			fmt.Fprintf(&b, "  + group %-24s %s\n", g.Group.Name, g.Reason)
+		}
+		for _, g := range u.Remove {
+			fmt.Fprintf(&b, "  - group %-24s %s\n", g.Group.Name, g.Reason)
+		}
+		for _, a := range u.Attributes {
+			before := string(a.Before)
+			if before == "" {
+				before = "(absent)"
+			}
+			fmt.Fprintf(&b, "  ~ attributes.%s\n      before: %s\n      after:  %s\n",
+				a.Key, before, a.After)
+		}
+		if u.Name != nil {
+			fmt.Fprintf(&b, "  ~ name %q → %q\n", u.Name.Before, u.Name.After)
+		}
+	}
+	return b.String()
+}
+
+// keyedMutex serialises work per key without holding a lock per key forever.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyedEntry{}
+	}
+	e := k.locks[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.locks[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// isSnowflake reports whether s looks like a Discord ID: 1 to 20 ASCII digits.
+func isSnowflake(s string) bool {
+	if len(s) == 0 || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

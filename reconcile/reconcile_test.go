@@ -1,0 +1,306 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/discord"
+	"github.com/discord-authentik-bridge/bridge/groupmatch"
+)
+
+// fakeAuthentik keeps users and groups in memory and counts writes. It implements only the
+// reconciler's view; the HTTP semantics are covered by the stand-in in test/authentikstub.
+type fakeAuthentik struct {
+	mu     sync.Mutex
+	users  map[int32]*authentik.User
+	groups []groupmatch.Group
+	links  map[string][]int32
+	writes int
+	fail   error
+}
+
+func (f *fakeAuthentik) User(_ context.Context, pk int32) (*authentik.User, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	u, ok := f.users[pk]
+	if !ok {
+		return nil, &authentik.Error{Op: "get user", Status: 404}
+	}
+	cp := *u
+	cp.Groups = append([]string(nil), u.Groups...)
+	cp.Attributes = map[string]json.RawMessage{}
+	for k, v := range u.Attributes {
+		cp.Attributes[k] = v
+	}
+	return &cp, nil
+}
+
+func (f *fakeAuthentik) UsersByDiscordID(_ context.Context, id string) ([]int32, error) {
+	return f.links[id], nil
+}
+
+func (f *fakeAuthentik) Groups(context.Context) ([]groupmatch.Group, error) {
+	return f.groups, nil
+}
+
+func (f *fakeAuthentik) AddToGroup(_ context.Context, g string, pk int32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.writes++
+	u := f.users[pk]
+	for _, have := range u.Groups {
+		if have == g {
+			return nil
+		}
+	}
+	u.Groups = append(u.Groups, g)
+	return nil
+}
+
+func (f *fakeAuthentik) RemoveFromGroup(_ context.Context, g string, pk int32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.writes++
+	u := f.users[pk]
+	kept := u.Groups[:0]
+	for _, have := range u.Groups {
+		if have != g {
+			kept = append(kept, have)
+		}
+	}
+	u.Groups = kept
+	return nil
+}
+
+func (f *fakeAuthentik) UpdateUser(_ context.Context, pk int32, up authentik.Update) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return f.fail
+	}
+	f.writes++
+	u := f.users[pk]
+	for k, v := range up.Attributes {
+		u.Attributes[k] = v
+	}
+	if up.Name != nil {
+		u.Name = *up.Name
+	}
+	return nil
+}
+
+// fakeDiscord answers member lookups from a map.
+type fakeDiscord map[string]*discordgo.Member
+
+func (f fakeDiscord) Member(_ context.Context, _, id string) (*discordgo.Member, error) {
+	if m, ok := f[id]; ok {
+		return m, nil
+	}
+	return nil, discord.ErrNotMember
+}
+
+const (
+	roleAdmin  = "1187654321098765431"
+	roleEditor = "1187654321098765432"
+	roleOld    = "1187654321098765433"
+)
+
+func world() (*fakeAuthentik, fakeDiscord) {
+	ak := &fakeAuthentik{
+		groups: []groupmatch.Group{
+			{UUID: "g-admins", Name: "admins", Attributes: json.RawMessage(`{"discord_role_id": 1187654321098765431}`)},
+			{UUID: "g-editors", Name: "editors", Attributes: json.RawMessage(`{"discord_role_id": ["1187654321098765432"]}`)},
+			{UUID: "g-old", Name: "old", Attributes: json.RawMessage(`{"discord_role_id": "1187654321098765433"}`)},
+			{UUID: "g-staff", Name: "staff", Attributes: json.RawMessage(`{}`)},
+			{UUID: "g-root", Name: "root", IsSuperuser: true, Attributes: json.RawMessage(`{"discord_role_id": "1187654321098765431"}`)},
+		},
+		users: map[int32]*authentik.User{
+			7: {PK: 7, Username: "nelly", Name: "Nelly", IsActive: true,
+				Groups:     []string{"g-staff", "g-old", "g-root"},
+				Attributes: map[string]json.RawMessage{"employee": json.RawMessage(`1234567890123456789`)}},
+		},
+		links: map[string][]int32{"80351110224678912": {7}},
+	}
+	dc := fakeDiscord{"80351110224678912": {
+		User:  &discordgo.User{ID: "80351110224678912", Username: "nelly", Discriminator: "0", GlobalName: "Nelly N."},
+		Roles: []string{roleEditor, roleAdmin},
+	}}
+	return ak, dc
+}
+
+func newTestReconciler(ak *fakeAuthentik, dc fakeDiscord, o Options) *Reconciler {
+	o.GuildID = "81384788765712384"
+	o.Now = func() time.Time { return time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC) }
+	return New(dc, ak, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), o)
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+func TestReconciler_SyncConvergesAndIsIdempotent(t *testing.T) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{})
+	target := Target{DiscordID: "80351110224678912"}
+
+	out, err := r.Sync(t.Context(), target, "test", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultChanged {
+		t.Errorf("result = %s, want changed", out.Result)
+	}
+	if diff := cmp.Diff([]string{"admins", "editors"}, sorted(out.Added)); diff != "" {
+		t.Errorf("added (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"old"}, out.Removed); diff != "" {
+		t.Errorf("removed (-want +got):\n%s", diff)
+	}
+	// staff is unmanaged and root is a superuser group: both stay.
+	want := []string{"g-admins", "g-editors", "g-root", "g-staff"}
+	if diff := cmp.Diff(want, sorted(ak.users[7].Groups)); diff != "" {
+		t.Errorf("groups (-want +got):\n%s", diff)
+	}
+	if got := string(ak.users[7].Attributes["employee"]); got != "1234567890123456789" {
+		t.Errorf("unrelated attribute = %s, want it untouched", got)
+	}
+	var d DiscordAttribute
+	if err := json.Unmarshal(ak.users[7].Attributes["discord"], &d); err != nil {
+		t.Fatalf("discord attribute: %v", err)
+	}
+	if d.ID != "80351110224678912" || *d.GlobalName != "Nelly N." || len(d.Roles) != 2 {
+		t.Errorf("discord attribute = %+v", d)
+	}
+
+	writes := ak.writes
+	out, err = r.Sync(t.Context(), target, "test", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultUnchanged || ak.writes != writes {
+		t.Errorf("second sync: result %s, %d new writes; want unchanged, 0", out.Result, ak.writes-writes)
+	}
+}
+
+func TestReconciler_DryRunWritesNothing(t *testing.T) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{SetName: true})
+	out, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultPlanned || ak.writes != 0 {
+		t.Fatalf("dry run: result %s, %d writes", out.Result, ak.writes)
+	}
+	p := out.Plan.Users[0]
+	if len(p.Add) != 2 || len(p.Remove) != 1 || len(p.Attributes) != 1 || p.Name == nil {
+		t.Errorf("plan = %+v", p)
+	}
+	if p.Name.After != "Nelly N." {
+		t.Errorf("name after = %q, want the global name", p.Name.After)
+	}
+}
+
+func TestReconciler_LeavingMember(t *testing.T) {
+	for _, tc := range []struct {
+		onLeave string
+		want    []string
+	}{
+		{OnLeaveRemoveGroups, []string{"g-root", "g-staff"}},
+		{OnLeaveKeep, []string{"g-admins", "g-old", "g-root", "g-staff"}},
+	} {
+		t.Run(tc.onLeave, func(t *testing.T) {
+			ak, dc := world()
+			ak.users[7].Groups = append(ak.users[7].Groups, "g-admins")
+			delete(dc, "80351110224678912")
+			r := newTestReconciler(ak, dc, Options{OnLeave: tc.onLeave})
+			if _, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", false); err != nil {
+				t.Fatal(err)
+			}
+			got := sorted(ak.users[7].Groups)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("groups (-want +got):\n%s", diff)
+			}
+			if _, ok := ak.users[7].Attributes["discord"]; ok {
+				t.Error("a member who left got a discord attribute written")
+			}
+		})
+	}
+}
+
+func TestReconciler_RefusesUserOfAnotherAccount(t *testing.T) {
+	ak, dc := world()
+	ak.users[7].Attributes["discord"] = json.RawMessage(`{"id":"999"}`)
+	r := newTestReconciler(ak, dc, Options{})
+	_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912", UserPK: 7}, "test", false)
+	if !errors.Is(err, ErrOtherAccount) {
+		t.Fatalf("err = %v, want ErrOtherAccount", err)
+	}
+	if ak.writes != 0 {
+		t.Errorf("writes = %d, want 0", ak.writes)
+	}
+}
+
+func TestReconciler_FailedWriteKeepsWhatWasApplied(t *testing.T) {
+	ak, dc := world()
+	ak.fail = &authentik.Error{Op: "add", Status: 500}
+	r := newTestReconciler(ak, dc, Options{})
+	_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", false)
+	if !authentik.IsRetryable(err) {
+		t.Fatalf("err = %v, want a retryable Authentik error", err)
+	}
+	ak.fail = nil
+	out, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", false)
+	if err != nil || out.Result != ResultChanged {
+		t.Fatalf("retry: %v, %v", out, err)
+	}
+}
+
+func TestReconciler_UnknownDiscordID(t *testing.T) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{})
+	out, err := r.Sync(t.Context(), Target{DiscordID: "123"}, "test", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultNoUser || ak.writes != 0 {
+		t.Errorf("result %s with %d writes, want no_user and none", out.Result, ak.writes)
+	}
+	if _, err := r.Sync(t.Context(), Target{DiscordID: "12a"}, "test", false); err == nil {
+		t.Error("a non-numeric Discord ID was accepted")
+	}
+}
+
+func BenchmarkReconciler_PlanUnchanged(b *testing.B) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{})
+	target := Target{DiscordID: "80351110224678912"}
+	if _, err := r.Sync(context.Background(), target, "bench", false); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		out, err := r.Sync(context.Background(), target, "bench", false)
+		if err != nil || out.Result != ResultUnchanged {
+			b.Fatalf("%v %v", out, err)
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package reconcile
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps what the bridge remembers between runs: the outcome of the last sync of each
+// Discord user and the audit log of every change applied. The SQLite implementation lives in
+// reconcile/sqlitestore; the interface is kept small so another database can serve several
+// replicas later.
+type Store interface {
+	// RecordSync stores the outcome of one sync, replacing the previous one for that user.
+	RecordSync(ctx context.Context, r SyncRecord) error
+	// RecordChanges appends applied changes to the audit log.
+	RecordChanges(ctx context.Context, cs []Change) error
+	// LastSync returns the newest outcome recorded for a Discord user.
+	LastSync(ctx context.Context, discordID string) (SyncRecord, bool, error)
+	// Changes returns audit entries, newest first.
+	Changes(ctx context.Context, f ChangeFilter) ([]Change, error)
+	Close() error
+}
+
+// Result says how a sync ended.
+type Result string
+
+const (
+	ResultUnchanged Result = "unchanged" // Authentik already matched the guild
+	ResultChanged   Result = "changed"   // the plan was applied
+	ResultPlanned   Result = "planned"   // dry run: the plan was computed, not applied
+	ResultNoUser    Result = "no_user"   // no Authentik user is linked to the Discord ID
+	ResultError     Result = "error"
+)
+
+// SyncRecord is the outcome of one sync of one Discord user.
+type SyncRecord struct {
+	DiscordID  string
+	UserPKs    []int32
+	Membership string // guild.State of the member when the sync ran
+	Trigger    string
+	Result     Result
+	Error      string
+	Changes    int
+	At         time.Time
+	Duration   time.Duration
+}
+
+// Change is one applied modification of Authentik, as kept in the audit log.
+type Change struct {
+	ID        int64
+	At        time.Time
+	Trigger   string // what asked for the sync: "hook", "cli", "gateway", "full_pass", "admin"
+	DiscordID string
+	UserPK    int32
+	Username  string
+	Kind      ChangeKind
+	Target    string // group name, or attribute key
+	Before    string
+	After     string
+	Reason    string // why the bridge decided so, in words an admin understands
+}
+
+// ChangeKind names what a Change modified.
+type ChangeKind string
+
+const (
+	KindGroupAdd    ChangeKind = "group_add"
+	KindGroupRemove ChangeKind = "group_remove"
+	KindAttribute   ChangeKind = "attribute"
+	KindName        ChangeKind = "name"
+)
+
+// ChangeFilter selects audit entries. Zero fields do not filter.
+type ChangeFilter struct {
+	DiscordID string
+	UserPK    int32
+	Kind      ChangeKind
+	Before    int64 // only entries with an ID below this, for paging
+	Limit     int   // default 50
+}

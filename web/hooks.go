@@ -1,0 +1,217 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/discord-authentik-bridge/bridge/guild"
+	"github.com/discord-authentik-bridge/bridge/reconcile"
+)
+
+// lateSyncTimeout bounds a sync that outlived the hook's deadline and runs on in the
+// background.
+const lateSyncTimeout = 2 * time.Minute
+
+// gateRequest is the body of POST /v1/authentik/gate. discord_id is a string: Discord IDs do
+// not fit a float64, and a number may already have been rounded by whoever sent it.
+type gateRequest struct {
+	DiscordID string `json:"discord_id"`
+}
+
+type gateResponse struct {
+	Allowed bool     `json:"allowed"`
+	Reason  string   `json:"reason"`
+	Message string   `json:"message"`
+	Groups  []string `json:"groups"`
+}
+
+// gate tells Authentik whether a Discord user may enroll or log in.
+func (s *Server) gate(c echo.Context) error {
+	var req gateRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := checkDiscordID(req.DiscordID); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	ms, err := guild.Lookup(ctx, s.o.Discord, s.o.GuildID, req.DiscordID)
+	if err != nil {
+		s.metrics.gate.WithLabelValues("error").Inc()
+		s.log.Warn("gate could not ask discord", "discord_id", req.DiscordID, "err", err)
+		return c.JSON(http.StatusServiceUnavailable, gateResponse{
+			Reason:  "discord_unavailable",
+			Message: "Discord could not be asked whether you are a member. Please try again in a minute.",
+			Groups:  []string{},
+		})
+	}
+
+	resp := gateResponse{Reason: string(ms.State), Groups: []string{}}
+	switch {
+	case ms.Admitted(s.o.AllowPending):
+		resp.Allowed = true
+		resp.Message = "Welcome."
+		if m, err := s.o.Reconciler.Mapping(ctx); err == nil {
+			for uuid := range m.Desired(ms.RoleIDs()) {
+				if g, ok := m.Group(uuid); ok {
+					resp.Groups = append(resp.Groups, g.Name)
+				}
+			}
+			sort.Strings(resp.Groups)
+		}
+	case ms.State == guild.StatePending:
+		resp.Message = "Please finish the Discord server's membership screening, then try again."
+	default:
+		resp.Reason = "not_member"
+		resp.Message = "This login is only for members of our Discord server. Join it, then try again."
+	}
+	s.metrics.gate.WithLabelValues(resp.Reason).Inc()
+	return c.JSON(http.StatusOK, resp)
+}
+
+// syncRequest is the body of POST /v1/authentik/sync.
+type syncRequest struct {
+	DiscordID string `json:"discord_id"`
+	UserPK    *int32 `json:"user_pk"`
+}
+
+type syncResponse struct {
+	Status  string   `json:"status"`
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Avatar  string   `json:"avatar"`
+	Message string   `json:"message,omitempty"`
+}
+
+// sync brings one user in line now, so the token Authentik is about to issue carries the
+// right groups. Past the deadline it answers "queued" and lets the sync finish on its own.
+func (s *Server) sync(c echo.Context) error {
+	var req syncRequest
+	if err := decode(c, &req); err != nil {
+		return err
+	}
+	if err := checkDiscordID(req.DiscordID); err != nil {
+		return err
+	}
+	if req.UserPK == nil || *req.UserPK <= 0 {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+			Message: "user_pk must be a positive integer"}
+	}
+	target := reconcile.Target{DiscordID: req.DiscordID, UserPK: *req.UserPK}
+
+	type result struct {
+		out *reconcile.Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	s.late.Add(1)
+	go func() {
+		defer s.late.Done()
+		ctx, cancel := context.WithTimeout(s.lateCtx, lateSyncTimeout)
+		defer cancel()
+		out, err := s.o.Reconciler.Sync(ctx, target, "hook", false)
+		if err != nil {
+			s.log.Warn("sync from login hook failed", "discord_id", target.DiscordID,
+				"user_pk", target.UserPK, "err", err)
+		}
+		done <- result{out, err}
+	}()
+
+	timer := time.NewTimer(s.o.SyncDeadline)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			s.metrics.sync.WithLabelValues("error").Inc()
+			return c.JSON(http.StatusServiceUnavailable, syncResponse{
+				Status: "error", Added: []string{}, Removed: []string{},
+				Message: "sync failed; it will be retried: " + r.err.Error(),
+			})
+		}
+		s.metrics.sync.WithLabelValues(string(r.out.Result)).Inc()
+		resp := syncResponse{Status: string(r.out.Result), Added: r.out.Added, Removed: r.out.Removed}
+		if resp.Added == nil {
+			resp.Added = []string{}
+		}
+		if resp.Removed == nil {
+			resp.Removed = []string{}
+		}
+		return c.JSON(http.StatusOK, resp)
+	case <-timer.C:
+		s.metrics.sync.WithLabelValues("queued").Inc()
+		return c.JSON(http.StatusAccepted, syncResponse{
+			Status: "queued", Added: []string{}, Removed: []string{},
+			Message: "the sync is taking longer than the deadline and finishes in the background",
+		})
+	}
+}
+
+// decode reads a JSON object into v and turns every way of getting it wrong into a 400 that
+// says what was wrong.
+func decode(c echo.Context, v any) error {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		return err // the body limit's error, mapped to 413 by the error handler
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+				Message: fmt.Sprintf("field %s must be a JSON %s, not %s", te.Field,
+					jsonKind(te.Type), te.Value)}
+		}
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+			Message: "body is not a JSON object: " + err.Error()}
+	}
+	if dec.More() {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+			Message: "body holds more than one JSON value"}
+	}
+	return nil
+}
+
+// jsonKind names the JSON type a Go field accepts, for error messages.
+func jsonKind(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "integer"
+	case reflect.Bool:
+		return "boolean"
+	default:
+		return "object"
+	}
+}
+
+func checkDiscordID(id string) error {
+	if id == "" {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+			Message: "discord_id is required (a string of digits)"}
+	}
+	if len(id) > 20 {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+			Message: "discord_id is too long to be a Discord ID"}
+	}
+	for _, r := range id {
+		if r < '0' || r > '9' {
+			return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
+				Message: "discord_id must hold only digits"}
+		}
+	}
+	return nil
+}
