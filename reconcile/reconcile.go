@@ -397,7 +397,11 @@ func sameDiscord(raw json.RawMessage, want DiscordAttribute) bool {
 	if have.Roles == nil {
 		return false
 	}
+	// The order of roles carries no meaning; an admin's hand edit that reorders them is no
+	// reason to write.
+	want.Roles = append([]string(nil), want.Roles...)
 	sort.Strings(have.Roles)
+	sort.Strings(want.Roles)
 	return reflect.DeepEqual(have, want)
 }
 

@@ -806,7 +806,8 @@ func TestServer_Mutators(t *testing.T) {
 	if err != nil {
 		t.Fatalf("retrieve group: %v", err)
 	}
-	if diff := cmp.Diff(map[string]any{"discord_role_id": []any{"1", "2"}}, g.Attributes); diff != "" {
+	want := map[string]any{"discord_role_id": []any{"1", "2"}}
+	if diff := cmp.Diff(want, g.Attributes); diff != "" {
 		t.Errorf("group attributes (-want +got):\n%s", diff)
 	}
 
