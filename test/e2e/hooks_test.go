@@ -21,8 +21,8 @@ const (
 	roleRetired = "1187654321098765433"
 	roleMember  = "41771983423143936" // the role of Discord's documented example
 
-	nellyID   = "80351110224678912" // a member with roles
-	pendingID = "80351110224678913" // has not passed membership screening
+	nellyID    = "80351110224678912" // a member with roles
+	pendingID  = "80351110224678913" // has not passed membership screening
 	strangerID = "80351110224678999" // not in the guild
 )
 
@@ -105,10 +105,10 @@ func TestGate(t *testing.T) {
 	e.start()
 
 	for _, tc := range []struct {
-		name, id   string
-		allowed    bool
-		reason     string
-		groups     []any
+		name, id    string
+		allowed     bool
+		reason      string
+		groups      []any
 		msgContains string
 	}{
 		{"member", nellyID, true, "member",
