@@ -6,6 +6,8 @@ package reconcile
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +34,8 @@ type Authentik interface {
 	AddToGroup(ctx context.Context, groupUUID string, pk int32) error
 	RemoveFromGroup(ctx context.Context, groupUUID string, pk int32) error
 	UpdateUser(ctx context.Context, pk int32, u authentik.Update) error
+	SetActive(ctx context.Context, pk int32, active bool) error
+	Revoke(ctx context.Context, pk int32, username string) (int, error)
 }
 
 var _ Authentik = (*authentik.Client)(nil)
@@ -49,6 +53,8 @@ type Options struct {
 	AllowSuperuser bool          // manage groups marked superuser
 	SetName        bool          // keep the Authentik name equal to the Discord display name
 	OnLeave        string        // one of the OnLeave constants
+	LeaveGrace     time.Duration // with OnLeaveDeactivate: how long someone is absent first
+	RevokeOnLoss   bool          // end sessions and tokens when a managed group is removed
 	MappingRefresh time.Duration // how long a fetched group mapping is used before refetching
 	Now            func() time.Time
 }
@@ -98,11 +104,16 @@ func (r *Reconciler) RefreshMapping(ctx context.Context) error {
 	return err
 }
 
-// Target names the user to sync. UserPK is set when the caller knows the Authentik user, as
-// during enrollment, when the user's Discord connection is not saved yet.
+// Target names the user to sync.
 type Target struct {
 	DiscordID string
-	UserPK    int32
+	// UserPKs are the Authentik users to sync when the caller knows them: the enrollment hook,
+	// whose user's Discord connection is not saved yet, and a full pass, which listed every
+	// connection. Empty means: look up the users linked to DiscordID.
+	UserPKs []int32
+	// Known is the membership when the caller already has it fresh from Discord (a gateway
+	// event, a page of the member list); nil means: ask Discord.
+	Known *guild.Membership
 }
 
 // Plan is what a sync would change for one Discord user.
@@ -122,6 +133,14 @@ type UserPlan struct {
 	Remove     []GroupChange
 	Attributes []AttrChange
 	Name       *NameChange
+	Deactivate bool // the member left and the grace period is over
+	Reactivate bool // the member is back and the bridge had deactivated the user
+	Revoke     bool // sessions and tokens end because a managed group is removed
+
+	// state is what the bridge will remember of the user once the plan is applied;
+	// stateChanged says it differs from what it remembers now.
+	state        UserState
+	stateChanged bool
 }
 
 // GroupChange is one membership to add or remove, with the reason for it.
@@ -151,7 +170,8 @@ func (p *Plan) Empty() bool {
 
 // Empty reports whether the plan for this user changes nothing.
 func (u *UserPlan) Empty() bool {
-	return len(u.Add) == 0 && len(u.Remove) == 0 && len(u.Attributes) == 0 && u.Name == nil
+	return len(u.Add) == 0 && len(u.Remove) == 0 && len(u.Attributes) == 0 && u.Name == nil &&
+		!u.Deactivate && !u.Reactivate
 }
 
 // Outcome is what one sync did.
@@ -212,22 +232,44 @@ func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun 
 	case plan.NoUser:
 		out.Result = ResultNoUser
 		return out, nil
-	case plan.Empty():
-		return out, nil
 	case dryRun:
-		out.Result = ResultPlanned
+		if !plan.Empty() {
+			out.Result = ResultPlanned
+		}
 		return out, nil
 	}
-	err = r.apply(ctx, plan, trigger, out)
-	if len(out.Changes) > 0 {
-		out.Result = ResultChanged
-		if r.store != nil {
-			if serr := r.store.RecordChanges(context.WithoutCancel(ctx), out.Changes); serr != nil {
-				r.log.Error("record audit entries", "discord_id", t.DiscordID, "err", serr)
+	if !plan.Empty() {
+		err = r.apply(ctx, plan, trigger, out)
+		if len(out.Changes) > 0 {
+			out.Result = ResultChanged
+			if r.store != nil {
+				if serr := r.store.RecordChanges(context.WithoutCancel(ctx), out.Changes); serr != nil {
+					r.log.Error("record audit entries", "discord_id", t.DiscordID, "err", serr)
+				}
 			}
 		}
+		if err != nil {
+			return out, err
+		}
 	}
-	return out, err
+	r.rememberUsers(ctx, plan)
+	return out, nil
+}
+
+// rememberUsers stores the state of each user whose plan was applied in full.
+func (r *Reconciler) rememberUsers(ctx context.Context, plan *Plan) {
+	if r.store == nil {
+		return
+	}
+	for _, u := range plan.Users {
+		if !u.stateChanged {
+			continue
+		}
+		u.state.UpdatedAt = r.opts.Now().UTC()
+		if err := r.store.PutUserState(context.WithoutCancel(ctx), u.state); err != nil {
+			r.log.Error("remember user state", "user_pk", u.PK, "err", err)
+		}
+	}
 }
 
 // Plan reads Discord and Authentik and returns what a sync would change. It writes nothing.
@@ -239,15 +281,18 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load group mapping: %w", err)
 	}
-	ms, err := guild.Lookup(ctx, r.discord, r.opts.GuildID, t.DiscordID)
-	if err != nil {
-		return nil, fmt.Errorf("look up guild member %s: %w", t.DiscordID, err)
+	var ms guild.Membership
+	if t.Known != nil {
+		ms = *t.Known
+	} else {
+		ms, err = guild.Lookup(ctx, r.discord, r.opts.GuildID, t.DiscordID)
+		if err != nil {
+			return nil, fmt.Errorf("look up guild member %s: %w", t.DiscordID, err)
+		}
 	}
 
-	pks := []int32{}
-	if t.UserPK != 0 {
-		pks = append(pks, t.UserPK)
-	} else {
+	pks := t.UserPKs
+	if len(pks) == 0 {
 		pks, err = r.ak.UsersByDiscordID(ctx, t.DiscordID)
 		if err != nil {
 			return nil, err
@@ -262,7 +307,16 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 		if err := checkOwner(u, t.DiscordID); err != nil {
 			return nil, err
 		}
-		plan.Users = append(plan.Users, r.planUser(mapping, ms, u))
+		st := UserState{UserPK: pk, DiscordID: t.DiscordID}
+		if r.store != nil {
+			if remembered, ok, err := r.store.UserState(ctx, pk); err != nil {
+				return nil, err
+			} else if ok {
+				st = remembered
+				st.DiscordID = t.DiscordID
+			}
+		}
+		plan.Users = append(plan.Users, r.planUser(mapping, ms, u, st))
 	}
 	return plan, nil
 }
@@ -286,11 +340,16 @@ func checkOwner(u *authentik.User, discordID string) error {
 	return nil
 }
 
-func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User) UserPlan {
-	up := UserPlan{PK: u.PK, Username: u.Username}
+func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User, st UserState) UserPlan {
+	up := UserPlan{PK: u.PK, Username: u.Username, state: st}
 	present := ms.State != guild.StateAbsent
-	if !present && r.opts.OnLeave == OnLeaveKeep {
-		return up
+	if present {
+		r.planReturn(&up, u)
+	} else {
+		if r.opts.OnLeave == OnLeaveKeep {
+			return up
+		}
+		r.planLeave(&up, u)
 	}
 
 	roles := ms.RoleIDs()
@@ -309,15 +368,20 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 			up.Remove = append(up.Remove, GroupChange{Group: g, Reason: removeReason(m, g, present)})
 		}
 	}
+	up.Revoke = r.opts.RevokeOnLoss && len(up.Remove) > 0
 	if !present {
 		return up
 	}
 
 	attr := discordAttribute(ms.Member, roles)
+	hash := attrHash(attr)
 	if before, ok := u.Attributes["discord"]; !ok || !sameDiscord(before, attr) {
 		attr.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
 		after, _ := json.Marshal(attr)
 		up.Attributes = append(up.Attributes, AttrChange{Key: "discord", Before: before, After: after})
+	}
+	if up.state.AttrHash != hash {
+		up.state.AttrHash, up.stateChanged = hash, true
 	}
 	if r.opts.SetName {
 		if name := discord.DisplayName(ms.Member); name != "" && name != u.Name {
@@ -325,6 +389,41 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 		}
 	}
 	return up
+}
+
+// planReturn undoes what leaving did, for a member who is (back) in the guild.
+func (r *Reconciler) planReturn(up *UserPlan, u *authentik.User) {
+	if !up.state.AbsentSince.IsZero() {
+		up.state.AbsentSince, up.stateChanged = time.Time{}, true
+	}
+	if up.state.DeactivatedByBridge {
+		up.Reactivate = !u.IsActive
+		up.state.DeactivatedByBridge, up.stateChanged = false, true
+	}
+}
+
+// planLeave notes when a member was first seen absent and, with OnLeaveDeactivate, plans the
+// deactivation once the grace period is over.
+func (r *Reconciler) planLeave(up *UserPlan, u *authentik.User) {
+	now := r.opts.Now().UTC()
+	if up.state.AbsentSince.IsZero() {
+		up.state.AbsentSince, up.stateChanged = now, true
+	}
+	if r.opts.OnLeave == OnLeaveDeactivate && u.IsActive &&
+		now.Sub(up.state.AbsentSince) >= r.opts.LeaveGrace {
+		up.Deactivate = true
+		up.state.DeactivatedByBridge, up.stateChanged = true, true
+	}
+}
+
+// attrHash fingerprints the owned attribute values, without their time stamp.
+func attrHash(a DiscordAttribute) string {
+	a.SyncedAt = ""
+	a.Roles = append([]string(nil), a.Roles...)
+	sort.Strings(a.Roles)
+	b, _ := json.Marshal(a)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 func addReason(m *groupmatch.Mapping, g groupmatch.Group, roles []string) string {
@@ -433,6 +532,26 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 			out.Removed = append(out.Removed, g.Group.Name)
 			log.Info("removed user from group", "group", g.Group.Name, "reason", g.Reason)
 		}
+		if u.Revoke {
+			n, err := r.ak.Revoke(ctx, u.PK, u.Username)
+			if err != nil {
+				return err
+			}
+			rec(KindRevoke, "sessions and tokens", fmt.Sprint(n), "0", "a managed group was removed")
+			log.Info("revoked sessions and tokens", "count", n)
+		}
+		if u.Deactivate || u.Reactivate {
+			if err := r.ak.SetActive(ctx, u.PK, u.Reactivate); err != nil {
+				return err
+			}
+			if u.Deactivate {
+				rec(KindActive, "is_active", "true", "false", "left the guild")
+				log.Info("deactivated user", "reason", "left the guild")
+			} else {
+				rec(KindActive, "is_active", "false", "true", "back in the guild")
+				log.Info("reactivated user", "reason", "back in the guild")
+			}
+		}
 		if len(u.Attributes) > 0 || u.Name != nil {
 			upd := authentik.Update{Attributes: map[string]json.RawMessage{}}
 			for _, a := range u.Attributes {
@@ -487,6 +606,15 @@ func (p *Plan) String() string {
 		}
 		if u.Name != nil {
 			fmt.Fprintf(&b, "  ~ name %q → %q\n", u.Name.Before, u.Name.After)
+		}
+		if u.Revoke {
+			b.WriteString("  ! revoke sessions and OAuth tokens\n")
+		}
+		if u.Deactivate {
+			b.WriteString("  ! deactivate (left the guild)\n")
+		}
+		if u.Reactivate {
+			b.WriteString("  ! reactivate (back in the guild)\n")
 		}
 	}
 	return b.String()

@@ -22,12 +22,13 @@ import (
 // fakeAuthentik keeps users and groups in memory and counts writes. It implements only the
 // reconciler's view; the HTTP semantics are covered by the stand-in in test/authentikstub.
 type fakeAuthentik struct {
-	mu     sync.Mutex
-	users  map[int32]*authentik.User
-	groups []groupmatch.Group
-	links  map[string][]int32
-	writes int
-	fail   error
+	mu      sync.Mutex
+	users   map[int32]*authentik.User
+	groups  []groupmatch.Group
+	links   map[string][]int32
+	writes  int
+	revoked int
+	fail    error
 }
 
 func (f *fakeAuthentik) User(_ context.Context, pk int32) (*authentik.User, error) {
@@ -104,6 +105,22 @@ func (f *fakeAuthentik) UpdateUser(_ context.Context, pk int32, up authentik.Upd
 		u.Name = *up.Name
 	}
 	return nil
+}
+
+func (f *fakeAuthentik) SetActive(_ context.Context, pk int32, active bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	f.users[pk].IsActive = active
+	return nil
+}
+
+func (f *fakeAuthentik) Revoke(context.Context, int32, string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	f.revoked++
+	return 1, nil
 }
 
 // fakeDiscord answers member lookups from a map.
@@ -251,7 +268,7 @@ func TestReconciler_RefusesUserOfAnotherAccount(t *testing.T) {
 	ak, dc := world()
 	ak.users[7].Attributes["discord"] = json.RawMessage(`{"id":"999"}`)
 	r := newTestReconciler(ak, dc, Options{})
-	_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912", UserPK: 7}, "test", false)
+	_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912", UserPKs: []int32{7}}, "test", false)
 	if !errors.Is(err, ErrOtherAccount) {
 		t.Fatalf("err = %v, want ErrOtherAccount", err)
 	}
@@ -302,5 +319,91 @@ func BenchmarkReconciler_PlanUnchanged(b *testing.B) {
 		if err != nil || out.Result != ResultUnchanged {
 			b.Fatalf("%v %v", out, err)
 		}
+	}
+}
+
+// memStore is an in-memory Store for tests of the reconciler's memory.
+type memStore struct {
+	mu      sync.Mutex
+	states  map[int32]UserState
+	changes []Change
+}
+
+func (m *memStore) RecordSync(context.Context, SyncRecord) error { return nil }
+func (m *memStore) RecordChanges(_ context.Context, cs []Change) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.changes = append(m.changes, cs...)
+	return nil
+}
+func (m *memStore) LastSync(context.Context, string) (SyncRecord, bool, error) {
+	return SyncRecord{}, false, nil
+}
+func (m *memStore) Changes(context.Context, ChangeFilter) ([]Change, error) { return m.changes, nil }
+func (m *memStore) UserState(_ context.Context, pk int32) (UserState, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.states[pk]
+	return s, ok, nil
+}
+func (m *memStore) UserStates(context.Context) (map[int32]UserState, error) { return m.states, nil }
+func (m *memStore) PutUserState(_ context.Context, s UserState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.states[s.UserPK] = s
+	return nil
+}
+func (m *memStore) Close() error { return nil }
+
+func TestReconciler_DeactivateAfterGraceAndReactivate(t *testing.T) {
+	ak, dc := world()
+	member := dc["80351110224678912"]
+	delete(dc, "80351110224678912")
+	store := &memStore{states: map[int32]UserState{}}
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	r := New(dc, ak, store, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{
+		GuildID: "81384788765712384", OnLeave: OnLeaveDeactivate, LeaveGrace: time.Hour,
+		RevokeOnLoss: true, Now: func() time.Time { return now },
+	})
+	target := Target{DiscordID: "80351110224678912"}
+	sync := func() *Outcome {
+		t.Helper()
+		out, err := r.Sync(t.Context(), target, "test", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	sync() // first seen absent: groups go, the user stays active during the grace period
+	if !ak.users[7].IsActive {
+		t.Fatal("deactivated before the grace period ended")
+	}
+	if ak.revoked != 1 {
+		t.Errorf("revocations after losing a group = %d, want 1", ak.revoked)
+	}
+	now = now.Add(59 * time.Minute)
+	if out := sync(); out.Result != ResultUnchanged || !ak.users[7].IsActive {
+		t.Fatalf("inside the grace period: %s, active %v", out.Result, ak.users[7].IsActive)
+	}
+	now = now.Add(2 * time.Minute)
+	sync()
+	if ak.users[7].IsActive {
+		t.Fatal("not deactivated after the grace period")
+	}
+
+	dc["80351110224678912"] = member // back in the guild
+	sync()
+	if !ak.users[7].IsActive {
+		t.Fatal("not reactivated on return")
+	}
+	if st := store.states[7]; !st.AbsentSince.IsZero() || st.DeactivatedByBridge {
+		t.Errorf("state after return = %+v", st)
+	}
+
+	// A user an admin deactivated is never reactivated by the bridge.
+	ak.users[7].IsActive = false
+	if out := sync(); out.Result != ResultUnchanged || ak.users[7].IsActive {
+		t.Errorf("admin deactivation undone: %s, active %v", out.Result, ak.users[7].IsActive)
 	}
 }

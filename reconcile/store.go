@@ -18,7 +18,29 @@ type Store interface {
 	LastSync(ctx context.Context, discordID string) (SyncRecord, bool, error)
 	// Changes returns audit entries, newest first.
 	Changes(ctx context.Context, f ChangeFilter) ([]Change, error)
+	// UserState returns what the bridge remembers of one Authentik user.
+	UserState(ctx context.Context, pk int32) (UserState, bool, error)
+	// UserStates returns every remembered user, for a full pass.
+	UserStates(ctx context.Context) (map[int32]UserState, error)
+	// PutUserState stores s, replacing what was remembered of s.UserPK.
+	PutUserState(ctx context.Context, s UserState) error
 	Close() error
+}
+
+// UserState is what the bridge remembers of one Authentik user between syncs.
+type UserState struct {
+	UserPK    int32
+	DiscordID string
+	// AttrHash fingerprints the owned attributes the bridge last wrote, without their time
+	// stamps; a full pass compares it instead of reading every user.
+	AttrHash  string
+	AvatarKey string // the hosted avatar the user's attributes point at, for garbage collection
+	// AbsentSince is when the member was first seen outside the guild; zero while a member.
+	AbsentSince time.Time
+	// DeactivatedByBridge is set when the bridge deactivated the user on leaving, so that
+	// re-joining reactivates only those, never users an admin deactivated.
+	DeactivatedByBridge bool
+	UpdatedAt           time.Time
 }
 
 // Result says how a sync ended.
@@ -68,6 +90,8 @@ const (
 	KindGroupRemove ChangeKind = "group_remove"
 	KindAttribute   ChangeKind = "attribute"
 	KindName        ChangeKind = "name"
+	KindActive      ChangeKind = "active"
+	KindRevoke      ChangeKind = "revoke"
 )
 
 // ChangeFilter selects audit entries. Zero fields do not filter.

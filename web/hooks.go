@@ -107,7 +107,7 @@ func (s *Server) sync(c echo.Context) error {
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
 			Message: "user_pk must be a positive integer"}
 	}
-	target := reconcile.Target{DiscordID: req.DiscordID, UserPK: *req.UserPK}
+	target := reconcile.Target{DiscordID: req.DiscordID, UserPKs: []int32{*req.UserPK}}
 
 	type result struct {
 		out *reconcile.Outcome
@@ -122,7 +122,7 @@ func (s *Server) sync(c echo.Context) error {
 		out, err := s.o.Reconciler.Sync(ctx, target, "hook", false)
 		if err != nil {
 			s.log.Warn("sync from login hook failed", "discord_id", target.DiscordID,
-				"user_pk", target.UserPK, "err", err)
+				"user_pk", *req.UserPK, "err", err)
 		}
 		done <- result{out, err}
 	}()

@@ -117,6 +117,8 @@ func (a *app) reconciler(store reconcile.Store) *reconcile.Reconciler {
 		AllowSuperuser: a.cfg.Sync.AllowSuperuserGroups,
 		SetName:        a.cfg.Sync.SetName,
 		OnLeave:        a.cfg.Sync.OnLeave,
+		LeaveGrace:     a.cfg.Sync.LeaveGrace,
+		RevokeOnLoss:   a.cfg.Sync.RevokeOnLoss,
 		MappingRefresh: a.cfg.Sync.MappingRefresh,
 	})
 }

@@ -332,3 +332,74 @@ func (s *Store) Close() error {
 	s.wg.Wait()
 	return s.db.Close()
 }
+
+// UserState returns the remembered state of user pk.
+func (s *Store) UserState(ctx context.Context, pk int32) (reconcile.UserState, bool, error) {
+	row := s.db.QueryRowContext(ctx, userStateSelect+` WHERE user_pk = ?`, pk)
+	st, err := scanUserState(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("read state of user %d: %w", pk, err)
+	}
+	return st, true, nil
+}
+
+// UserStates returns the remembered state of every user.
+func (s *Store) UserStates(ctx context.Context) (map[int32]reconcile.UserState, error) {
+	rows, err := s.db.QueryContext(ctx, userStateSelect)
+	if err != nil {
+		return nil, fmt.Errorf("read user states: %w", err)
+	}
+	defer rows.Close()
+	out := map[int32]reconcile.UserState{}
+	for rows.Next() {
+		st, err := scanUserState(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read user states: %w", err)
+		}
+		out[st.UserPK] = st
+	}
+	return out, rows.Err()
+}
+
+// PutUserState stores st.
+func (s *Store) PutUserState(ctx context.Context, st reconcile.UserState) error {
+	var absent int64
+	if !st.AbsentSince.IsZero() {
+		absent = st.AbsentSince.UnixMilli()
+	}
+	_, err := s.db.ExecContext(ctx, `
+		INSERT INTO user_state
+			(user_pk, discord_id, attr_hash, avatar_key, absent_since, deactivated_by_bridge, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (user_pk) DO UPDATE SET
+			discord_id = excluded.discord_id, attr_hash = excluded.attr_hash,
+			avatar_key = excluded.avatar_key, absent_since = excluded.absent_since,
+			deactivated_by_bridge = excluded.deactivated_by_bridge,
+			updated_at = excluded.updated_at`,
+		st.UserPK, st.DiscordID, st.AttrHash, st.AvatarKey, absent, st.DeactivatedByBridge,
+		st.UpdatedAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store state of user %d: %w", st.UserPK, err)
+	}
+	return nil
+}
+
+const userStateSelect = `SELECT user_pk, discord_id, attr_hash, avatar_key, absent_since,
+	deactivated_by_bridge, updated_at FROM user_state`
+
+func scanUserState(row interface{ Scan(...any) error }) (reconcile.UserState, error) {
+	var (
+		st              reconcile.UserState
+		absent, updated int64
+	)
+	err := row.Scan(&st.UserPK, &st.DiscordID, &st.AttrHash, &st.AvatarKey, &absent,
+		&st.DeactivatedByBridge, &updated)
+	if absent != 0 {
+		st.AbsentSince = time.UnixMilli(absent).UTC()
+	}
+	st.UpdatedAt = time.UnixMilli(updated).UTC()
+	return st, err
+}

@@ -117,8 +117,12 @@ func TestStore_MigratesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 {
-		t.Errorf("applied migrations = %d, want 1", n)
+	files, err := migrations.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(files) {
+		t.Errorf("applied migrations = %d, want one per file (%d)", n, len(files))
 	}
 }
 
@@ -140,5 +144,34 @@ func BenchmarkStore_RecordSync(b *testing.B) {
 	}
 	if err := s.Flush(context.Background()); err != nil {
 		b.Fatal(err)
+	}
+}
+
+func TestStore_UserState(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "bridge.db"))
+	defer s.Close()
+	want := reconcile.UserState{UserPK: 8, DiscordID: "100", AttrHash: "abc",
+		AvatarKey: "k.png", AbsentSince: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		DeactivatedByBridge: true, UpdatedAt: time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)}
+	if err := s.PutUserState(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.UserState(t.Context(), 8)
+	if err != nil || !ok {
+		t.Fatalf("UserState = %v, %v", ok, err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("UserState (-want +got):\n%s", diff)
+	}
+	want.AbsentSince, want.DeactivatedByBridge = time.Time{}, false
+	if err := s.PutUserState(t.Context(), want); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.UserStates(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[int32]reconcile.UserState{8: want}, all); diff != "" {
+		t.Errorf("UserStates (-want +got):\n%s", diff)
 	}
 }
