@@ -123,6 +123,9 @@ type OIDC struct {
 
 // Sync configures reconciliation.
 type Sync struct {
+	// ResyncInterval is the time between full passes; 0 turns off the passes at start, on a
+	// timer and after a new gateway session, leaving the hooks, gateway events and passes an
+	// admin asks for.
 	ResyncInterval time.Duration `env:"BRIDGE_RESYNC_INTERVAL" envDefault:"1h"`
 	// OnLeave is one of OnLeaveRemoveGroups, OnLeaveDeactivate or OnLeaveKeep.
 	OnLeave    string        `env:"BRIDGE_ON_LEAVE" envDefault:"remove_groups"`

@@ -118,8 +118,8 @@ func (c *Config) validate(skip map[string]bool) []error {
 	c.validateAvatars(ck)
 	c.validateOIDC(ck)
 
-	if c.Sync.ResyncInterval <= 0 {
-		ck.add("BRIDGE_RESYNC_INTERVAL", "must be positive")
+	if c.Sync.ResyncInterval < 0 {
+		ck.add("BRIDGE_RESYNC_INTERVAL", "must not be negative (0 turns full passes off)")
 	}
 	ck.oneOf("BRIDGE_ON_LEAVE", c.Sync.OnLeave, OnLeaveRemoveGroups, OnLeaveDeactivate, OnLeaveKeep)
 	if c.Sync.LeaveGrace < 0 {

@@ -86,3 +86,10 @@ func (c *mappingCache) age() (time.Duration, bool) {
 func (r *Reconciler) MappingAge() (time.Duration, bool) {
 	return r.mapping.age()
 }
+
+// set replaces the cached mapping with one built elsewhere, such as by a full pass.
+func (c *mappingCache) set(m *groupmatch.Mapping) {
+	c.mu.Lock()
+	c.m, c.fetched = m, time.Now()
+	c.mu.Unlock()
+}

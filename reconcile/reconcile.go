@@ -55,8 +55,11 @@ type Options struct {
 	OnLeave        string        // one of the OnLeave constants
 	LeaveGrace     time.Duration // with OnLeaveDeactivate: how long someone is absent first
 	RevokeOnLoss   bool          // end sessions and tokens when a managed group is removed
-	MappingRefresh time.Duration // how long a fetched group mapping is used before refetching
-	Now            func() time.Time
+	// MaxRemovalShare is the share of linked users a full pass may strip of managed groups
+	// before it stops and reports instead; 0 turns the guard off.
+	MaxRemovalShare float64
+	MappingRefresh  time.Duration // how long a fetched group mapping is used before refetching
+	Now             func() time.Time
 }
 
 // Reconciler syncs Discord users into Authentik.

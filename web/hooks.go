@@ -123,6 +123,9 @@ func (s *Server) sync(c echo.Context) error {
 		if err != nil {
 			s.log.Warn("sync from login hook failed", "discord_id", target.DiscordID,
 				"user_pk", *req.UserPK, "err", err)
+			if s.o.Retry != nil && ctx.Err() == nil {
+				s.o.Retry(target.DiscordID, target.UserPKs)
+			}
 		}
 		done <- result{out, err}
 	}()

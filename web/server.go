@@ -36,6 +36,8 @@ type Options struct {
 	GuildID      string
 	Discord      guild.MemberGetter
 	Reconciler   *reconcile.Reconciler
+	// Retry queues a sync that failed for a passing reason, to be tried again with back-off.
+	Retry func(discordID string, userPKs []int32)
 	// Ready returns the reasons the bridge cannot serve yet; none means ready.
 	Ready    func(ctx context.Context) []string
 	Logger   *slog.Logger

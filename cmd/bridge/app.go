@@ -113,13 +113,14 @@ func (a *app) openStore(ctx context.Context) (*sqlitestore.Store, error) {
 
 func (a *app) reconciler(store reconcile.Store) *reconcile.Reconciler {
 	return reconcile.New(a.discord, a.authentik, store, a.log, reconcile.Options{
-		GuildID:        a.cfg.Discord.GuildID,
-		AllowSuperuser: a.cfg.Sync.AllowSuperuserGroups,
-		SetName:        a.cfg.Sync.SetName,
-		OnLeave:        a.cfg.Sync.OnLeave,
-		LeaveGrace:     a.cfg.Sync.LeaveGrace,
-		RevokeOnLoss:   a.cfg.Sync.RevokeOnLoss,
-		MappingRefresh: a.cfg.Sync.MappingRefresh,
+		GuildID:         a.cfg.Discord.GuildID,
+		AllowSuperuser:  a.cfg.Sync.AllowSuperuserGroups,
+		SetName:         a.cfg.Sync.SetName,
+		OnLeave:         a.cfg.Sync.OnLeave,
+		LeaveGrace:      a.cfg.Sync.LeaveGrace,
+		RevokeOnLoss:    a.cfg.Sync.RevokeOnLoss,
+		MaxRemovalShare: a.cfg.Sync.MaxRemovalShare,
+		MappingRefresh:  a.cfg.Sync.MappingRefresh,
 	})
 }
 

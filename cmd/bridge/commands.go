@@ -38,6 +38,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 	}
 	defer store.Close()
 	rec := a.reconciler(store)
+	queue := reconcile.NewQueue(rec, 4, log)
+	ctrl := reconcile.NewController(rec, queue, cfg.Sync.ResyncInterval, log)
+	go ctrl.Run(ctx)
 
 	// The mapping is loaded in the background so that a slow Authentik delays readiness, not
 	// the start; until it is loaded /readyz says why.
@@ -50,7 +53,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		GuildID:       cfg.Discord.GuildID,
 		Discord:       a.discord,
 		Reconciler:    rec,
-		Logger:        log,
+		Retry: func(discordID string, userPKs []int32) {
+			queue.Retry(discordID, "hook_retry", userPKs)
+		},
+		Logger: log,
 		Ready: func(ctx context.Context) []string {
 			if _, ok := rec.MappingAge(); !ok {
 				return []string{"group mapping not loaded from Authentik yet"}
@@ -107,12 +113,14 @@ func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.String("discord-id", "", "Discord user ID to sync")
+	all := fs.Bool("all", false, "sync every linked user (a full pass)")
 	dry := fs.Bool("dry-run", false, "print the plan without applying it")
+	force := fs.Bool("force", false, "with --all: apply even when the mass-removal guard trips")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *id == "" {
-		fmt.Fprintln(stderr, "bridge sync: --discord-id is required")
+	if (*id == "") == !*all {
+		fmt.Fprintln(stderr, "bridge sync: give either --discord-id ID or --all")
 		return 2
 	}
 	cfg, ok := loadConfig(lookup, stderr)
@@ -125,19 +133,20 @@ func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 		fmt.Fprintln(stderr, "bridge sync:", err)
 		return 1
 	}
-	var store reconcile.Store
-	if !*dry {
-		s, err := a.openStore(ctx)
-		if err != nil {
-			fmt.Fprintln(stderr, "bridge sync:", err)
-			return 1
-		}
-		defer s.Close()
-		store = s
+	store, err := a.openStore(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge sync:", err)
+		return 1
 	}
+	defer store.Close()
+	rec := a.reconciler(store)
+	if *all {
+		return syncAll(ctx, rec, *dry, *force, stdout, stderr)
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	out, err := a.reconciler(store).Sync(ctx, reconcile.Target{DiscordID: *id}, "cli", *dry)
+	out, err := rec.Sync(ctx, reconcile.Target{DiscordID: *id}, "cli", *dry)
 	if out != nil && out.Plan != nil {
 		fmt.Fprint(stdout, out.Plan.String())
 	}
@@ -151,7 +160,48 @@ func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 	case reconcile.ResultChanged:
 		fmt.Fprintf(stdout, "applied %d change(s)\n", len(out.Changes))
 	case reconcile.ResultUnchanged:
-		fmt.Fprintln(stdout, "already in sync")
+		if *dry {
+			fmt.Fprintln(stdout, "dry run: nothing to change")
+		} else {
+			fmt.Fprintln(stdout, "already in sync")
+		}
+	}
+	return 0
+}
+
+func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, stdout, stderr io.Writer) int {
+	rep, err := rec.FullPass(ctx, reconcile.PassOptions{Trigger: "cli", DryRun: dry, Force: force})
+	for _, p := range rep.Plans {
+		if !p.Empty() {
+			fmt.Fprint(stdout, p.String())
+		}
+	}
+	fmt.Fprintf(stdout, "members %d, linked users %d, out of date %d, losing groups %d\n",
+		rep.Members, rep.Linked, rep.Stale, rep.Removals)
+	for _, id := range rep.UnknownRoles {
+		fmt.Fprintf(stdout, "warning: discord_role_id %s names no role of the guild\n", id)
+	}
+	for _, inv := range rep.Invalid {
+		fmt.Fprintf(stdout, "warning: group %s: %s\n", inv.GroupName, inv.Reason)
+	}
+	if rep.Stopped != "" {
+		fmt.Fprintln(stdout, "stopped:", rep.Stopped)
+	}
+	for _, e := range rep.FirstErrors {
+		fmt.Fprintln(stderr, "error:", e)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge sync --all:", errorLine(err))
+		return 1
+	}
+	if dry {
+		fmt.Fprintln(stdout, "dry run: nothing was changed")
+	} else {
+		fmt.Fprintf(stdout, "applied %d change(s) to %d user(s), %d error(s)\n",
+			rep.Changes, rep.Applied, rep.Errors)
+	}
+	if rep.Errors > 0 {
+		return 1
 	}
 	return 0
 }

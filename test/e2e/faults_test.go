@@ -87,14 +87,16 @@ func TestSyncHook_AuthentikFaults(t *testing.T) {
 	if msg, _ := body["message"].(string); !strings.Contains(msg, "status 500") {
 		t.Errorf("message %q does not name the 500", msg)
 	}
-	e.ak.FailNext(0, 0)
 	if got := string(e.ak.UserAttributes(w.nelly)); got != nellyAttributes {
 		t.Fatalf("attributes changed while Authentik failed: %s", got)
 	}
+	e.ak.FailNext(0, 0)
 
+	// The failed hook calls were queued for a retry with back-off, which may win the race
+	// with this call; either way the user converges.
 	status, body = e.hook("/v1/authentik/sync", call)
-	if status != http.StatusOK || body["status"] != "changed" {
-		t.Fatalf("after recovery: %d %v, want 200 changed", status, body)
+	if status != http.StatusOK || (body["status"] != "changed" && body["status"] != "unchanged") {
+		t.Fatalf("after recovery: %d %v, want 200 changed or unchanged", status, body)
 	}
 	if !contains(e.ak.UserGroupNames(w.nelly), "makerspace-admins") {
 		t.Error("after recovery the admin group is missing")

@@ -94,6 +94,8 @@ func newEnv(t *testing.T) *env {
 		"BRIDGE_LISTEN=" + fmt.Sprintf("127.0.0.1:%d", port),
 		"BRIDGE_DATA_DIR=" + e.dataDir,
 		"BRIDGE_LOG_LEVEL=debug",
+		// The hook tests watch one sync at a time; full passes have their own tests.
+		"BRIDGE_RESYNC_INTERVAL=0",
 	}
 	return e
 }

@@ -1,0 +1,339 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/groupmatch"
+	"github.com/discord-authentik-bridge/bridge/guild"
+)
+
+// memberPage is the largest page of members Discord serves.
+const memberPage = 1000
+
+// guildLister is what a full pass needs from Discord besides single members.
+type guildLister interface {
+	MembersPage(ctx context.Context, guildID, after string, limit int) ([]*discordgo.Member, error)
+	Roles(ctx context.Context, guildID string) ([]*discordgo.Role, error)
+}
+
+// bulkAuthentik is what a full pass needs from Authentik besides single users.
+type bulkAuthentik interface {
+	GroupsWithMembers(ctx context.Context) ([]authentik.GroupMembers, error)
+	Connections(ctx context.Context) ([]authentik.Connection, error)
+}
+
+// ErrRemovalGuard reports a full pass that stopped before applying anything because it would
+// have stripped managed groups from more linked users than BRIDGE_MAX_REMOVAL_SHARE allows.
+var ErrRemovalGuard = errors.New("mass-removal guard tripped")
+
+// ErrNoMembers reports a member list with nobody in it. Discord answers that way when
+// something is wrong (an intent switched off, a guild the bot left), never for a real guild
+// with linked users, so it is not taken to mean that everyone left.
+var ErrNoMembers = errors.New("discord listed no members at all")
+
+// PassOptions tune one full pass.
+type PassOptions struct {
+	Trigger string
+	DryRun  bool // compute every plan, apply none
+	Force   bool // apply even when the mass-removal guard trips
+	// Queue, when set, receives the users to sync; otherwise the pass applies them itself.
+	Queue *Queue
+}
+
+// PassReport is what a full pass found and did.
+type PassReport struct {
+	Trigger         string
+	Started, Ended  time.Time
+	Members         int // members Discord listed
+	Linked          int // Authentik users linked to a Discord account
+	Stale           int // linked users whose state differs from the desired one
+	Removals        int // linked users who would lose a managed group
+	Applied, Errors int // syncs applied by the pass itself (not through a queue)
+	Queued          int
+	Changes         int
+	UnknownRoles    []string // discord_role_id values that name no role of the guild
+	Invalid         []groupmatch.Invalid
+	Plans           []*Plan // filled on a dry run
+	Stopped         string  // why nothing was applied, when the guard tripped
+	FirstErrors     []string
+}
+
+// Duration is how long the pass took.
+func (p *PassReport) Duration() time.Duration { return p.Ended.Sub(p.Started) }
+
+// FullPass compares every linked Authentik user with the guild and syncs those that differ.
+// It reads Authentik in bulk (groups with their members, all source connections) and Discord
+// page by page, so its cost grows with the guild only through pages and real changes; a user
+// is read one by one only when something about them is to change.
+func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, error) {
+	rep := &PassReport{Trigger: o.Trigger, Started: r.opts.Now()}
+	defer func() { rep.Ended = r.opts.Now() }()
+	dl, ok := r.discord.(guildLister)
+	if !ok {
+		return rep, errors.New("full pass: the Discord client cannot list members")
+	}
+	bulk, ok := r.ak.(bulkAuthentik)
+	if !ok {
+		return rep, errors.New("full pass: the Authentik client cannot list in bulk")
+	}
+
+	groups, err := bulk.GroupsWithMembers(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("full pass: %w", err)
+	}
+	plain := make([]groupmatch.Group, len(groups))
+	for i, g := range groups {
+		plain[i] = g.Group
+	}
+	mapping := groupmatch.Build(plain, groupmatch.Options{AllowSuperuser: r.opts.AllowSuperuser})
+	r.mapping.set(mapping)
+	rep.Invalid = mapping.Invalid()
+	current := map[int32]map[string]bool{} // user pk → managed groups it is in
+	for _, g := range groups {
+		if !mapping.Managed(g.UUID) {
+			continue
+		}
+		for _, pk := range g.Members {
+			if current[pk] == nil {
+				current[pk] = map[string]bool{}
+			}
+			current[pk][g.UUID] = true
+		}
+	}
+
+	roles, err := dl.Roles(ctx, r.opts.GuildID)
+	if err != nil {
+		return rep, fmt.Errorf("full pass: list roles: %w", err)
+	}
+	rep.UnknownRoles = unknownRoles(mapping, roles)
+	for _, id := range rep.UnknownRoles {
+		r.log.Warn("discord_role_id names no role of the guild; its groups lose the members it fed",
+			"role_id", id, "groups", groupNames(mapping, mapping.GroupsForRole(id)))
+	}
+
+	members, err := r.listMembers(ctx, dl)
+	if err != nil {
+		return rep, err
+	}
+	rep.Members = len(members)
+
+	conns, err := bulk.Connections(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("full pass: %w", err)
+	}
+	linked := map[string][]int32{}
+	for _, c := range conns {
+		linked[c.Identifier] = append(linked[c.Identifier], c.UserPK)
+		rep.Linked++
+	}
+	var states map[int32]UserState
+	if r.store != nil {
+		if states, err = r.store.UserStates(ctx); err != nil {
+			return rep, fmt.Errorf("full pass: %w", err)
+		}
+	}
+
+	var todo []passItem
+	for id, pks := range linked {
+		ms := guild.Membership{State: guild.StateAbsent}
+		if m, ok := members[id]; ok {
+			ms = guild.Membership{State: guild.StateMember, Member: m}
+			if m.Pending {
+				ms.State = guild.StatePending
+			}
+		}
+		stale, removes := r.quickDiff(mapping, ms, pks, current, states)
+		if removes {
+			rep.Removals += len(pks)
+		}
+		if stale {
+			rep.Stale += len(pks)
+			todo = append(todo, passItem{id: id, known: ms, pks: pks})
+		}
+	}
+	sort.Slice(todo, func(i, j int) bool { return todo[i].id < todo[j].id })
+
+	if limit := r.opts.MaxRemovalShare; limit > 0 && rep.Linked > 0 && !o.Force &&
+		float64(rep.Removals) > limit*float64(rep.Linked) {
+		rep.Stopped = fmt.Sprintf("%d of %d linked users (%.0f %%) would lose managed groups, "+
+			"more than BRIDGE_MAX_REMOVAL_SHARE (%.0f %%); nothing was applied. Check the guild "+
+			"and the mapping, then run `bridge sync --all --force` if this is intended",
+			rep.Removals, rep.Linked, 100*float64(rep.Removals)/float64(rep.Linked), 100*limit)
+		r.log.Error("full pass stopped by the mass-removal guard", "removals", rep.Removals,
+			"linked", rep.Linked, "max_share", limit)
+		return rep, ErrRemovalGuard
+	}
+
+	switch {
+	case o.DryRun:
+		for _, w := range todo {
+			known := w.known
+			p, err := r.Plan(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known})
+			if err != nil {
+				rep.addError(w.id, err)
+				continue
+			}
+			rep.Plans = append(rep.Plans, p)
+		}
+	case o.Queue != nil:
+		for _, w := range todo {
+			known := w.known
+			o.Queue.Add(w.id, o.Trigger, &known, w.pks)
+		}
+		rep.Queued = len(todo)
+	default:
+		r.applyAll(ctx, todo, o.Trigger, rep)
+	}
+	r.log.Info("full pass finished", "trigger", o.Trigger, "members", rep.Members,
+		"linked", rep.Linked, "stale", rep.Stale, "queued", rep.Queued, "applied", rep.Applied,
+		"changes", rep.Changes, "errors", rep.Errors, "took", r.opts.Now().Sub(rep.Started))
+	return rep, nil
+}
+
+// passItem is one Discord account a full pass found out of date.
+type passItem struct {
+	id    string
+	known guild.Membership
+	pks   []int32
+}
+
+// passWorkers bounds the syncs a pass without a queue runs at once.
+const passWorkers = 4
+
+// applyAll syncs the stale users with a few workers, for passes run without a queue (the
+// `bridge sync --all` command).
+func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, trigger string, rep *PassReport) {
+	var (
+		mu sync.Mutex
+		g  errgroup.Group
+	)
+	g.SetLimit(passWorkers)
+	for _, w := range todo {
+		g.Go(func() error {
+			known := w.known
+			out, err := r.Sync(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known},
+				trigger, false)
+			mu.Lock()
+			defer mu.Unlock()
+			if out != nil {
+				rep.Changes += len(out.Changes)
+			}
+			if err != nil {
+				rep.addError(w.id, err)
+			} else {
+				rep.Applied++
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+func (rep *PassReport) addError(id string, err error) {
+	rep.Errors++
+	if len(rep.FirstErrors) < 10 {
+		rep.FirstErrors = append(rep.FirstErrors, id+": "+err.Error())
+	}
+}
+
+// listMembers pages through the whole guild.
+func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[string]*discordgo.Member, error) {
+	members := map[string]*discordgo.Member{}
+	after := "0"
+	for {
+		page, err := dl.MembersPage(ctx, r.opts.GuildID, after, memberPage)
+		if err != nil {
+			return nil, fmt.Errorf("full pass: list members after %s: %w", after, err)
+		}
+		for _, m := range page {
+			if m.User == nil {
+				continue
+			}
+			members[m.User.ID] = m
+			after = m.User.ID
+		}
+		if len(page) < memberPage {
+			break
+		}
+	}
+	if len(members) == 0 {
+		return nil, fmt.Errorf("full pass: %w; is the Server Members intent on?", ErrNoMembers)
+	}
+	return members, nil
+}
+
+// quickDiff tells from the bulk data whether the users of one Discord account need a sync,
+// without reading them: their managed groups come from the group listing, and their owned
+// attributes are compared with the fingerprint of what the bridge last wrote.
+func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks []int32,
+	current map[int32]map[string]bool, states map[int32]UserState) (stale, removes bool) {
+	present := ms.State != guild.StateAbsent
+	if !present && r.opts.OnLeave == OnLeaveKeep {
+		return false, false
+	}
+	desired := m.Desired(ms.RoleIDs())
+	var hash string
+	if present {
+		hash = attrHash(discordAttribute(ms.Member, ms.RoleIDs()))
+	}
+	for _, pk := range pks {
+		have := current[pk]
+		for g := range have {
+			if !desired[g] {
+				stale, removes = true, true
+			}
+		}
+		for g := range desired {
+			if !have[g] {
+				stale = true
+			}
+		}
+		st, known := states[pk]
+		switch {
+		case present && (!known || st.AttrHash != hash || !st.AbsentSince.IsZero() ||
+			st.DeactivatedByBridge):
+			stale = true
+		case !present && (!known || st.AbsentSince.IsZero()):
+			stale = true
+		case !present && r.opts.OnLeave == OnLeaveDeactivate && !st.DeactivatedByBridge &&
+			r.opts.Now().Sub(st.AbsentSince) >= r.opts.LeaveGrace:
+			stale = true
+		}
+	}
+	return stale, removes
+}
+
+// unknownRoles returns the mapped role IDs that the guild does not have.
+func unknownRoles(m *groupmatch.Mapping, roles []*discordgo.Role) []string {
+	have := map[string]bool{}
+	for _, r := range roles {
+		have[r.ID] = true
+	}
+	var out []string
+	for _, id := range m.Roles() {
+		if !have[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func groupNames(m *groupmatch.Mapping, uuids []string) string {
+	var names []string
+	for _, u := range uuids {
+		if g, ok := m.Group(u); ok {
+			names = append(names, g.Name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
