@@ -169,9 +169,12 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 			"more than BRIDGE_MAX_REMOVAL_SHARE (%.0f %%); nothing was applied. Check the guild "+
 			"and the mapping, then run `bridge sync --all --force` if this is intended",
 			rep.Removals, rep.Linked, 100*float64(rep.Removals)/float64(rep.Linked), 100*limit)
-		r.log.Error("full pass stopped by the mass-removal guard", "removals", rep.Removals,
-			"linked", rep.Linked, "max_share", limit)
-		return rep, ErrRemovalGuard
+		// A dry run goes on to show the plans the guard would hold back.
+		if !o.DryRun {
+			r.log.Error("full pass stopped by the mass-removal guard", "removals", rep.Removals,
+				"linked", rep.Linked, "max_share", limit)
+			return rep, ErrRemovalGuard
+		}
 	}
 
 	switch {

@@ -184,7 +184,9 @@ func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, st
 	for _, inv := range rep.Invalid {
 		fmt.Fprintf(stdout, "warning: group %s: %s\n", inv.GroupName, inv.Reason)
 	}
-	if rep.Stopped != "" {
+	if rep.Stopped != "" && dry {
+		fmt.Fprintln(stdout, "the mass-removal guard would stop this pass:", rep.Stopped)
+	} else if rep.Stopped != "" {
 		fmt.Fprintln(stdout, "stopped:", rep.Stopped)
 	}
 	for _, e := range rep.FirstErrors {

@@ -84,6 +84,7 @@ type Server struct {
 	failStatus  int
 	failureRate float64
 	faultRand   *rand.Rand
+	latency     time.Duration
 
 	// mu guards the data below.
 	mu        sync.Mutex
@@ -238,6 +239,14 @@ func (s *Server) SetFailureRate(p float64) {
 	s.failureRate = p
 }
 
+// SetLatency delays every API answer by d (0 turns it off), to make a slow Authentik that a
+// test can interrupt in the middle of its work.
+func (s *Server) SetLatency(d time.Duration) {
+	s.stat.Lock()
+	defer s.stat.Unlock()
+	s.latency = d
+}
+
 // Counts returns a snapshot of the request counters.
 func (s *Server) Counts() Counts {
 	s.stat.Lock()
@@ -337,6 +346,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := r.URL.Path
 	if rt != nil {
 		key = rt.template
+	}
+	s.stat.Lock()
+	delay := s.latency
+	s.stat.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
 	}
 	if status := s.count(r.Method, key); status != 0 {
 		writeFault(w, status)
