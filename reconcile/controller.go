@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/discord-authentik-bridge/bridge/discord"
+	"github.com/discord-authentik-bridge/bridge/guild"
 )
 
 // TriggerAdmin names passes an admin asked for; they run even with periodic passes off.
@@ -23,10 +26,11 @@ type Controller struct {
 
 	requests chan string
 
-	mu      sync.Mutex
-	last    *PassReport
-	lastErr error
-	running bool
+	mu        sync.Mutex
+	lastEvent time.Time
+	last      *PassReport
+	lastErr   error
+	running   bool
 }
 
 // NewController returns a controller; interval is the time between periodic full passes,
@@ -120,4 +124,40 @@ func (c *Controller) pass(ctx context.Context, trigger string) error {
 	c.last, c.lastErr = rep, err
 	c.mu.Unlock()
 	return err
+}
+
+// HandleEvent turns a gateway event into work. It is called in the order Discord sent the
+// events and only enqueues, so it never holds up the gateway.
+func (c *Controller) HandleEvent(ev discord.Event) {
+	switch ev.Kind {
+	case discord.EventMemberAdd, discord.EventMemberUpdate:
+		if ev.Member == nil || ev.Member.User == nil {
+			c.q.Add(ev.UserID, "gateway", nil, nil)
+			return
+		}
+		ms := guild.Membership{State: guild.StateMember, Member: ev.Member}
+		if ev.Member.Pending {
+			ms.State = guild.StatePending
+		}
+		c.q.Add(ev.UserID, "gateway:"+string(ev.Kind), &ms, nil)
+	case discord.EventMemberRemove:
+		c.q.Add(ev.UserID, "gateway:"+string(ev.Kind), &guild.Membership{State: guild.StateAbsent}, nil)
+	case discord.EventRoleDelete:
+		// Discord does not send an update for every member who had the role; a pass finds
+		// them and empties the groups the role fed.
+		c.RequestPass("role_deleted")
+	case discord.EventReady:
+		// A new session: events of the old one may be lost, and nothing is replayed.
+		c.RequestPass("gateway_ready")
+	}
+	c.mu.Lock()
+	c.lastEvent = ev.At
+	c.mu.Unlock()
+}
+
+// LastEvent is when the newest gateway event arrived.
+func (c *Controller) LastEvent() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastEvent
 }

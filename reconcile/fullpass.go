@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -99,7 +100,11 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	r.mapping.set(mapping)
 	rep.Invalid = mapping.Invalid()
 	current := map[int32]map[string]bool{} // user pk → managed groups it is in
+	owned := map[int32]json.RawMessage{}   // user pk → attributes.discord as listed
 	for _, g := range groups {
+		for pk, raw := range g.Owned {
+			owned[pk] = raw
+		}
 		if !mapping.Managed(g.UUID) {
 			continue
 		}
@@ -143,7 +148,10 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		}
 	}
 
-	var todo []passItem
+	var (
+		todo    []passItem
+		learned []UserState // fingerprints of users found current without a remembered state
+	)
 	for id, pks := range linked {
 		ms := guild.Membership{State: guild.StateAbsent}
 		if m, ok := members[id]; ok {
@@ -152,7 +160,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 				ms.State = guild.StatePending
 			}
 		}
-		stale, removes := r.quickDiff(mapping, ms, pks, current, states)
+		stale, removes := r.quickDiff(mapping, ms, pks, current, states, owned, &learned)
 		if removes {
 			rep.Removals += len(pks)
 		}
@@ -162,6 +170,11 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		}
 	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].id < todo[j].id })
+	if r.store != nil && len(learned) > 0 && !o.DryRun {
+		if err := r.store.PutUserStates(ctx, learned); err != nil {
+			r.log.Warn("remember user states", "users", len(learned), "err", err)
+		}
+	}
 
 	if limit := r.opts.MaxRemovalShare; limit > 0 && rep.Linked > 0 && !o.Force &&
 		float64(rep.Removals) > limit*float64(rep.Linked) {
@@ -277,17 +290,24 @@ func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[strin
 
 // quickDiff tells from the bulk data whether the users of one Discord account need a sync,
 // without reading them: their managed groups come from the group listing, and their owned
-// attributes are compared with the fingerprint of what the bridge last wrote.
+// attributes are compared with the fingerprint of what the bridge last wrote. A user the
+// bridge remembers nothing about (a new data directory) is compared with the attributes the
+// group listing carried, and its fingerprint is learned when they match.
 func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks []int32,
-	current map[int32]map[string]bool, states map[int32]UserState) (stale, removes bool) {
+	current map[int32]map[string]bool, states map[int32]UserState,
+	owned map[int32]json.RawMessage, learned *[]UserState) (stale, removes bool) {
 	present := ms.State != guild.StateAbsent
 	if !present && r.opts.OnLeave == OnLeaveKeep {
 		return false, false
 	}
 	desired := m.Desired(ms.RoleIDs())
-	var hash string
+	var (
+		attr DiscordAttribute
+		hash string
+	)
 	if present {
-		hash = attrHash(discordAttribute(ms.Member, ms.RoleIDs()))
+		attr = discordAttribute(ms.Member, ms.RoleIDs())
+		hash = attrHash(attr)
 	}
 	for _, pk := range pks {
 		have := current[pk]
@@ -302,6 +322,14 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 			}
 		}
 		st, known := states[pk]
+		if !known && present {
+			if raw, ok := owned[pk]; ok && sameDiscord(raw, attr) {
+				st = UserState{UserPK: pk, DiscordID: ms.Member.User.ID, AttrHash: hash,
+					UpdatedAt: r.opts.Now().UTC()}
+				known = true
+				*learned = append(*learned, st)
+			}
+		}
 		switch {
 		case present && (!known || st.AttrHash != hash || !st.AbsentSince.IsZero() ||
 			st.DeactivatedByBridge):

@@ -671,3 +671,10 @@ func isSnowflake(s string) bool {
 	}
 	return true
 }
+
+// DesiredDiscordAttribute is the attributes.discord value the bridge wants for member m,
+// without its time stamp.
+func DesiredDiscordAttribute(m *discordgo.Member) DiscordAttribute {
+	ms := guild.Membership{State: guild.StateMember, Member: m}
+	return discordAttribute(m, ms.RoleIDs())
+}

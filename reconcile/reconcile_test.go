@@ -353,6 +353,12 @@ func (m *memStore) PutUserState(_ context.Context, s UserState) error {
 	m.states[s.UserPK] = s
 	return nil
 }
+func (m *memStore) PutUserStates(ctx context.Context, ss []UserState) error {
+	for _, s := range ss {
+		_ = m.PutUserState(ctx, s)
+	}
+	return nil
+}
 func (m *memStore) Close() error { return nil }
 
 func TestReconciler_DeactivateAfterGraceAndReactivate(t *testing.T) {

@@ -24,6 +24,8 @@ type Store interface {
 	UserStates(ctx context.Context) (map[int32]UserState, error)
 	// PutUserState stores s, replacing what was remembered of s.UserPK.
 	PutUserState(ctx context.Context, s UserState) error
+	// PutUserStates stores many states in one transaction.
+	PutUserStates(ctx context.Context, ss []UserState) error
 	Close() error
 }
 

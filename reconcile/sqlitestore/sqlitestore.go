@@ -366,11 +366,17 @@ func (s *Store) UserStates(ctx context.Context) (map[int32]reconcile.UserState, 
 
 // PutUserState stores st.
 func (s *Store) PutUserState(ctx context.Context, st reconcile.UserState) error {
-	var absent int64
-	if !st.AbsentSince.IsZero() {
-		absent = st.AbsentSince.UnixMilli()
+	return s.PutUserStates(ctx, []reconcile.UserState{st})
+}
+
+// PutUserStates stores every state of sts in one transaction.
+func (s *Store) PutUserStates(ctx context.Context, sts []reconcile.UserState) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store user states: %w", err)
 	}
-	_, err := s.db.ExecContext(ctx, `
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `
 		INSERT INTO user_state
 			(user_pk, discord_id, attr_hash, avatar_key, absent_since, deactivated_by_bridge, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -378,11 +384,23 @@ func (s *Store) PutUserState(ctx context.Context, st reconcile.UserState) error 
 			discord_id = excluded.discord_id, attr_hash = excluded.attr_hash,
 			avatar_key = excluded.avatar_key, absent_since = excluded.absent_since,
 			deactivated_by_bridge = excluded.deactivated_by_bridge,
-			updated_at = excluded.updated_at`,
-		st.UserPK, st.DiscordID, st.AttrHash, st.AvatarKey, absent, st.DeactivatedByBridge,
-		st.UpdatedAt.UnixMilli())
+			updated_at = excluded.updated_at`)
 	if err != nil {
-		return fmt.Errorf("store state of user %d: %w", st.UserPK, err)
+		return fmt.Errorf("store user states: %w", err)
+	}
+	defer stmt.Close()
+	for _, st := range sts {
+		var absent int64
+		if !st.AbsentSince.IsZero() {
+			absent = st.AbsentSince.UnixMilli()
+		}
+		if _, err := stmt.ExecContext(ctx, st.UserPK, st.DiscordID, st.AttrHash, st.AvatarKey,
+			absent, st.DeactivatedByBridge, st.UpdatedAt.UnixMilli()); err != nil {
+			return fmt.Errorf("store state of user %d: %w", st.UserPK, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store user states: %w", err)
 	}
 	return nil
 }

@@ -325,7 +325,7 @@ func (s *Server) DispatchRoleDelete(roleID string) error {
 
 	s.mu.Lock()
 	found := false
-	kept := s.roles[:0:0]
+	kept := make([]Role, 0, len(s.roles))
 	for _, r := range s.roles {
 		if r.ID == roleID {
 			found = true
@@ -548,6 +548,8 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) {
 		g.lastIntents = *d.Intents
 	}
 	switch {
+	case c.closing:
+		return
 	case c.sess != nil:
 		g.closeConn(c, closeAlreadyAuth, "Already authenticated.")
 		return
@@ -563,7 +565,7 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) {
 	}
 
 	sess := g.newSession(*d.Intents)
-	sess.conn, c.sess = sess, sess
+	sess.conn, c.sess = c, sess
 	ready, _ := json.Marshal(s.ready(sess.id)) // maps of strings and numbers always marshal
 	g.dispatchTo(sess, "READY", ready, true)
 	if sess.intents&intentGuilds != 0 {
@@ -586,6 +588,9 @@ func (s *Server) resume(c *gwConn, raw json.RawMessage) {
 	g := s.gw
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if c.closing {
+		return
+	}
 	if c.sess != nil {
 		g.closeConn(c, closeAlreadyAuth, "Already authenticated.")
 		return
@@ -614,7 +619,7 @@ func (s *Server) resume(c *gwConn, raw json.RawMessage) {
 		delete(g.conns, old)
 		old.kill()
 	}
-	sess.conn, c.sess = sess, sess
+	sess.conn, c.sess = c, sess
 	sess.sent = d.Seq
 	g.replay(sess)
 

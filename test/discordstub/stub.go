@@ -3,13 +3,9 @@
 // shapes and error codes, built from the payloads of Discord's documentation in testdata/, and
 // can be told to rate-limit, fail or answer garbage.
 //
-// One listener serves both: the REST API under /api/v10 (and /api/v9, which discordgo uses for
-// some calls) and the CDN under /cdn. It needs no *testing.T; every method is safe for
-// concurrent use.
-//
-// TODO: serve the gateway (GET /api/v9/gateway and /api/v10/gateway answering {"url": "ws://…"}
-// and a websocket speaking HELLO, IDENTIFY, READY, heartbeats and member events) so that the
-// bridge's live session can be tested; the issue that adds the gateway session adds it.
+// One listener serves all three: the REST API under /api/v10 (and /api/v9, which discordgo uses
+// for some calls), the CDN under /cdn and the gateway websocket at /gateway (see gateway.go).
+// It needs no *testing.T; every method is safe for concurrent use.
 package discordstub
 
 import (
@@ -67,6 +63,8 @@ type Server struct {
 	failStatus    int
 	garbage       int
 	counts        Counts
+
+	gw *gateway
 }
 
 type avatar struct {
@@ -108,6 +106,7 @@ func New(o Options) (*Server, error) {
 		avatars:       map[string]avatar{},
 		membersIntent: true,
 		counts:        Counts{ByRoute: map[string]int{}},
+		gw:            newGateway(),
 	}
 
 	mux := http.NewServeMux()
@@ -116,6 +115,7 @@ func New(o Options) (*Server, error) {
 	s.api(mux, "GET /guilds/{guild}/roles", s.listRoles)
 	s.api(mux, "GET /guilds/{guild}", s.getGuild)
 	s.api(mux, "GET /users/@me", s.getBotUser)
+	s.gatewayRoutes(mux)
 	mux.HandleFunc("/api/", s.unknownRoute)
 	mux.HandleFunc("GET /cdn/{path...}", s.cdn)
 	mux.HandleFunc("/", s.unknownRoute)
@@ -134,8 +134,11 @@ func (s *Server) CDNURL() string { return s.base + "/cdn" }
 // BotUserID is the ID of the bot user the stub answers GET /users/@me with.
 func (s *Server) BotUserID() string { return s.opts.BotUserID }
 
-// Close stops the listener and drops open connections.
-func (s *Server) Close() error { return s.srv.Close() }
+// Close stops the listener and drops open connections, gateway websockets included.
+func (s *Server) Close() error {
+	s.gw.shutdown()
+	return s.srv.Close()
+}
 
 // SetMember adds or replaces a member of the guild.
 func (s *Server) SetMember(m Member) error {
