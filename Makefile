@@ -9,8 +9,8 @@ VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 test: tools
 	PATH="$(GOBIN):$$PATH" $(GO) test ./...
 
-# tools installs the programs the tests start: versitygw (a real S3 server) and Debian's
-# chromium for the status-page tests. Both steps are skipped when the program is present.
+# tools installs the programs the tests start: versitygw, a real S3 server. The step is skipped
+# when the program is present.
 tools:
 	@command -v versitygw >/dev/null 2>&1 || test -x "$(GOBIN)/versitygw" || $(GO) install $(VERSITYGW)
 

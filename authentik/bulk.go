@@ -16,6 +16,9 @@ import (
 type GroupMembers struct {
 	groupmatch.Group
 	Members []int32
+	// Owned holds, per member pk, the raw attributes.discord value Authentik sent along with
+	// the member; a full pass uses it to tell that a user is current without reading it.
+	Owned map[int32]json.RawMessage
 }
 
 // membersPageSize is small because one group of a large guild carries every member's pk (and
@@ -44,19 +47,33 @@ func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) 
 				PK          string          `json:"pk"`
 				Name        string          `json:"name"`
 				IsSuperuser bool            `json:"is_superuser"`
+				Parents     []string        `json:"parents"`
 				Attributes  json.RawMessage `json:"attributes"`
 				Users       []int32         `json:"users"`
+				UsersObj    []struct {
+					PK         int32 `json:"pk"`
+					Attributes struct {
+						Discord json.RawMessage `json:"discord"`
+					} `json:"attributes"`
+				} `json:"users_obj"`
 			} `json:"results"`
 		}
 		if err := json.Unmarshal(body, &raw); err != nil {
 			return nil, &Error{Op: op, Detail: "undecodable answer", Err: err}
 		}
 		for _, g := range raw.Results {
-			out = append(out, GroupMembers{
+			gm := GroupMembers{
 				Group: groupmatch.Group{UUID: g.PK, Name: g.Name, IsSuperuser: g.IsSuperuser,
-					Attributes: g.Attributes},
+					Parents: g.Parents, Attributes: g.Attributes},
 				Members: g.Users,
-			})
+				Owned:   map[int32]json.RawMessage{},
+			}
+			for _, u := range g.UsersObj {
+				if u.Attributes.Discord != nil {
+					gm.Owned[u.PK] = u.Attributes.Discord
+				}
+			}
+			out = append(out, gm)
 		}
 		next, ok := raw.Pagination.nextPage(page)
 		if !ok {

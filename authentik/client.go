@@ -130,12 +130,12 @@ func (c *Client) User(ctx context.Context, pk int32) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeUser(op, body)
+	return decodeUser(op, pk, body)
 }
 
 // decodeUser reads a user from the raw answer rather than from the generated model, whose
 // attributes went through float64 and may already have lost digits.
-func decodeUser(op string, body []byte) (*User, error) {
+func decodeUser(op string, pk int32, body []byte) (*User, error) {
 	var raw struct {
 		PK         int32                      `json:"pk"`
 		Username   string                     `json:"username"`
@@ -147,6 +147,11 @@ func decodeUser(op string, body []byte) (*User, error) {
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, &Error{Op: op, Detail: "undecodable answer", Err: err}
 	}
+	// A user without attributes or groups is not a whole answer: writing back what it lacks
+	// would wipe what Authentik holds. Real answers always carry both, even empty.
+	if raw.Attributes == nil || raw.Groups == nil || raw.PK != pk {
+		return nil, &Error{Op: op, Detail: "incomplete answer (pk, groups or attributes missing)"}
+	}
 	u := &User{
 		PK:         raw.PK,
 		Username:   raw.Username,
@@ -154,9 +159,6 @@ func decodeUser(op string, body []byte) (*User, error) {
 		IsActive:   raw.IsActive == nil || *raw.IsActive,
 		Groups:     raw.Groups,
 		Attributes: raw.Attributes,
-	}
-	if u.Attributes == nil {
-		u.Attributes = map[string]json.RawMessage{}
 	}
 	return u, nil
 }
@@ -257,6 +259,7 @@ func (c *Client) Groups(ctx context.Context) ([]groupmatch.Group, error) {
 				PK          string          `json:"pk"`
 				Name        string          `json:"name"`
 				IsSuperuser bool            `json:"is_superuser"`
+				Parents     []string        `json:"parents"`
 				Attributes  json.RawMessage `json:"attributes"`
 			} `json:"results"`
 		}
@@ -268,6 +271,7 @@ func (c *Client) Groups(ctx context.Context) ([]groupmatch.Group, error) {
 				UUID:        g.PK,
 				Name:        g.Name,
 				IsSuperuser: g.IsSuperuser,
+				Parents:     g.Parents,
 				Attributes:  g.Attributes,
 			})
 		}

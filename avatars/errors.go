@@ -80,15 +80,15 @@ func statusError(url string, status int) *Error {
 // transportError classifies an error from the HTTP client or from reading a body. Errors this
 // package raised itself (a refused redirect) keep their kind.
 func transportError(url string, err error) error {
+	wrapped := fmt.Errorf("fetch %s: %w", url, err)
 	var e *Error
 	if errors.As(err, &e) {
-		return &Error{Kind: e.Kind, Retryable: e.Retryable, Status: e.Status,
-			Err: fmt.Errorf("fetch %s: %w", url, e.Err)}
+		return &Error{Kind: e.Kind, Retryable: e.Retryable, Status: e.Status, Err: wrapped}
 	}
 	if errors.Is(err, context.Canceled) {
-		return &Error{Kind: KindCanceled, Retryable: true, Err: fmt.Errorf("fetch %s: %w", url, err)}
+		return &Error{Kind: KindCanceled, Retryable: true, Err: wrapped}
 	}
 	// Timeouts, refused and reset connections, DNS failures: all transient as far as we can
 	// tell, and a CDN that stays unreachable shows up as repeated failures.
-	return &Error{Kind: KindNetwork, Retryable: true, Err: fmt.Errorf("fetch %s: %w", url, err)}
+	return &Error{Kind: KindNetwork, Retryable: true, Err: wrapped}
 }

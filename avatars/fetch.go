@@ -118,7 +118,8 @@ func (f *Fetcher) Fetch(ctx context.Context, rawURL string) ([]byte, error) {
 		return nil, statusError(shown, resp.StatusCode)
 	}
 	if resp.ContentLength > f.maxBytes {
-		return nil, newError(KindTooLarge, false, "fetch %s: body of %d bytes is over the limit of %d",
+		return nil, newError(KindTooLarge, false,
+			"fetch %s: body of %d bytes is over the limit of %d",
 			shown, resp.ContentLength, f.maxBytes)
 	}
 
@@ -169,7 +170,8 @@ func mediaOnly(ct string) string {
 // cdn.discordapp.com and cdn.discordapp.com:443 compare equal.
 func canonicalHost(u *url.URL) string {
 	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if port == "" || (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+	defaultPort := (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80")
+	if port == "" || defaultPort {
 		return host
 	}
 	return net.JoinHostPort(host, port)

@@ -153,7 +153,8 @@ func (s *S3Store) Exists(ctx context.Context, key string) (bool, error) {
 	}
 	// A HEAD answer has no body, so minio-go names every 404 NoSuchKey; a missing bucket
 	// shows up in Put and Check instead.
-	if r := minio.ToErrorResponse(err); r.Code == "NoSuchKey" || r.StatusCode == http.StatusNotFound {
+	r := minio.ToErrorResponse(err)
+	if r.Code == "NoSuchKey" || r.StatusCode == http.StatusNotFound {
 		return false, nil
 	}
 	return false, s.error(ctx, "stat "+key, err)
@@ -167,7 +168,8 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 
-	if err := s.client.RemoveObject(ctx, s.bucket, s.object(key), minio.RemoveObjectOptions{}); err != nil {
+	err := s.client.RemoveObject(ctx, s.bucket, s.object(key), minio.RemoveObjectOptions{})
+	if err != nil {
 		return s.error(ctx, "delete "+key, err)
 	}
 	return nil

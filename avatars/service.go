@@ -95,7 +95,8 @@ func New(store Store, log *slog.Logger, o Options) (*Service, error) {
 	o.CDNBase = strings.TrimRight(o.CDNBase, "/")
 	o.Limits = o.Limits.withDefaults()
 	if o.Edge > o.Limits.MaxSide {
-		return nil, fmt.Errorf("avatars: edge %d is over the side limit %d", o.Edge, o.Limits.MaxSide)
+		return nil, fmt.Errorf("avatars: edge %d is over the side limit %d",
+			o.Edge, o.Limits.MaxSide)
 	}
 	f, err := NewFetcher(FetchOptions{
 		CDNBase:   o.CDNBase,
@@ -265,7 +266,8 @@ func (s *Service) GC(ctx context.Context, referenced func(key string) bool,
 			errs = append(errs, err)
 			break
 		}
-		if referenced(obj.Key) || now.Sub(obj.Modified) < olderThan || s.usedSince(obj.Key, now.Add(-olderThan)) {
+		young := now.Sub(obj.Modified) < olderThan
+		if young || referenced(obj.Key) || s.usedSince(obj.Key, now.Add(-olderThan)) {
 			continue
 		}
 		if err := s.store.Delete(ctx, obj.Key); err != nil {

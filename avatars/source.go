@@ -35,13 +35,13 @@ var (
 
 // SourceFor returns the CDN image to fetch for m: the guild avatar when preferGuild is set and
 // the member has one, else the user avatar, else Discord's default avatar. cdnBase is the CDN's
-// base URL without a trailing slash; size is the edge the bridge stores, and the CDN is asked
+// base URL without a trailing slash; edge is the size the bridge stores, and the CDN is asked
 // for a larger power of two so that the resize down keeps detail.
-func SourceFor(cdnBase string, m Member, preferGuild bool, size int) (Source, error) {
+func SourceFor(cdnBase string, m Member, preferGuild bool, edge int) (Source, error) {
 	if !snowflakeRE.MatchString(m.UserID) {
 		return Source{}, newError(KindMember, false, "user id %q is not a snowflake", m.UserID)
 	}
-	q := "?size=" + strconv.Itoa(CDNSize(size))
+	q := "?size=" + strconv.Itoa(CDNSize(edge))
 
 	if preferGuild && m.GuildAvatar != "" {
 		if !snowflakeRE.MatchString(m.GuildID) {

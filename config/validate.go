@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -24,6 +25,9 @@ var (
 
 // Validate checks the configuration as it is and returns every problem joined, each a
 // *VarError naming its variable. Load calls it; call it again after changing a Config by hand.
+// maxSyncDeadline keeps the sync hook's answer inside the shipped blueprint's 8 s timeout.
+const maxSyncDeadline = 7 * time.Second
+
 func (c *Config) Validate() error { return errors.Join(c.validate(nil)...) }
 
 // checker collects problems, skipping variables that already failed to parse.
@@ -110,6 +114,11 @@ func (c *Config) validate(skip map[string]bool) []error {
 	}
 	if c.Webhook.SyncDeadline <= 0 {
 		ck.add("BRIDGE_SYNC_DEADLINE", "must be positive")
+	} else if c.Webhook.SyncDeadline > maxSyncDeadline {
+		// Authentik's policy gives up after 8 s (the shipped blueprint); a longer deadline
+		// would only turn "queued" answers into timeouts on its side.
+		ck.add("BRIDGE_SYNC_DEADLINE", "must be at most %s, below the blueprint's read timeout",
+			maxSyncDeadline)
 	}
 
 	c.validateListen(ck)

@@ -1,10 +1,12 @@
-// Package discord is the bridge's line to Discord's REST API: it asks for guild members, member
+// Package discord is the bridge's line to Discord: over REST it asks for guild members, member
 // pages, roles, the guild and the bot user with the bot token, bounds every call by its context
-// and sorts failures into retryable and final ones.
+// and sorts failures into retryable and final ones; over the gateway (gateway.go) it keeps a
+// session that turns member and role events into work.
 //
-// Requests go through discordgo's request machinery, so its per-route rate-limit buckets apply,
-// but URLs are built from the client's own base URL: discordgo's Endpoint* variables are
-// process-global and are left alone. discordgo would sleep through a 429 without looking at the
+// REST requests go through discordgo's request machinery, so its per-route rate-limit buckets
+// apply, but URLs are built from the client's own base URL. discordgo's Endpoint* variables are
+// process-global; only the gateway sets them, because discordgo asks them for the socket's
+// address (SetDiscordgoEndpoints). discordgo would sleep through a 429 without looking at the
 // context, retry a 502 on its own and panic on some odd bodies in its higher-level methods; this
 // client turns those off and does the waiting, retrying and decoding itself.
 package discord

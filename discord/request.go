@@ -224,9 +224,15 @@ func contextError(op string, ctx context.Context) *Error {
 	return &Error{Op: op, Err: err, Retryable: transient(err)}
 }
 
+// seconds turns Discord's float seconds into a duration. A wait too long to represent is
+// capped at a day rather than dropped: dropping it made a huge retry_after look like none at
+// all and the call was retried after a second.
 func seconds(f float64) time.Duration {
-	if f <= 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > 1e6 {
+	switch {
+	case f <= 0 || math.IsNaN(f):
 		return 0
+	case math.IsInf(f, 1) || f > 86400:
+		return 24 * time.Hour
 	}
 	return time.Duration(f * float64(time.Second))
 }

@@ -28,6 +28,9 @@ type Group struct {
 	UUID        string
 	Name        string
 	IsSuperuser bool
+	// Parents are the uuids of the group's parent groups. Authentik makes members of a group
+	// superusers when any ancestor is marked superuser, so the check follows them.
+	Parents []string
 	// Attributes is the group's attributes object as raw JSON, so numbers keep their digits.
 	Attributes json.RawMessage
 }
@@ -74,8 +77,10 @@ func Build(groups []Group, o Options) *Mapping {
 		groupRoles: map[string][]string{},
 	}
 	uuids := map[string]int{}
+	byUUID := map[string]Group{}
 	for _, g := range groups {
 		uuids[g.UUID]++
+		byUUID[g.UUID] = g
 	}
 
 	for _, g := range groups {
@@ -84,7 +89,7 @@ func Build(groups []Group, o Options) *Mapping {
 			continue
 		}
 		if reason == "" {
-			reason = refusal(g, uuids[g.UUID], o)
+			reason = refusal(g, uuids[g.UUID], superAncestor(g, byUUID), o)
 		}
 		if reason != "" {
 			m.invalid = append(m.invalid, Invalid{
@@ -117,8 +122,32 @@ func Build(groups []Group, o Options) *Mapping {
 	return m
 }
 
+// superAncestor returns the name of the nearest ancestor of g marked superuser, or "".
+// Parents that are not in the listing are skipped; cycles end the walk.
+func superAncestor(g Group, byUUID map[string]Group) string {
+	seen := map[string]bool{g.UUID: true}
+	queue := append([]string(nil), g.Parents...)
+	for len(queue) > 0 {
+		id := queue[0]
+		queue = queue[1:]
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		p, ok := byUUID[id]
+		if !ok {
+			continue
+		}
+		if p.IsSuperuser {
+			return p.Name
+		}
+		queue = append(queue, p.Parents...)
+	}
+	return ""
+}
+
 // refusal says why a group with a readable mapping still may not be managed, or "".
-func refusal(g Group, copies int, o Options) string {
+func refusal(g Group, copies int, superParent string, o Options) string {
 	switch {
 	case g.UUID == "":
 		return "group has no UUID"
@@ -128,6 +157,10 @@ func refusal(g Group, copies int, o Options) string {
 		return "group is marked superuser; the bridge manages such a group only when " +
 			"BRIDGE_ALLOW_SUPERUSER_GROUPS=true, because a Discord role would then grant full " +
 			"control of Authentik"
+	case superParent != "" && !o.AllowSuperuser:
+		return "group inherits superuser from its ancestor " + strconv.Quote(superParent) +
+			"; the bridge manages such a group only when BRIDGE_ALLOW_SUPERUSER_GROUPS=true, " +
+			"because a Discord role would then grant full control of Authentik"
 	}
 	return ""
 }

@@ -401,3 +401,28 @@ func BenchmarkDesired(b *testing.B) {
 		m.Desired(member)
 	}
 }
+
+func TestBuild_SuperuserThroughAncestor(t *testing.T) {
+	groups := []Group{
+		{UUID: "root", Name: "authentik Admins", IsSuperuser: true, Attributes: json.RawMessage(`{}`)},
+		{UUID: "mid", Name: "staff", Parents: []string{"root"}, Attributes: json.RawMessage(`{}`)},
+		{UUID: "leaf", Name: "makerspace-admins", Parents: []string{"mid"},
+			Attributes: json.RawMessage(`{"discord_role_id":"1187654321098765431"}`)},
+		{UUID: "loop-a", Name: "loop-a", Parents: []string{"loop-b"},
+			Attributes: json.RawMessage(`{"discord_role_id":"1"}`)},
+		{UUID: "loop-b", Name: "loop-b", Parents: []string{"loop-a"}, Attributes: json.RawMessage(`{}`)},
+	}
+	m := Build(groups, Options{})
+	if m.Managed("leaf") {
+		t.Error("a group under a superuser ancestor is managed")
+	}
+	if inv := m.Invalid(); len(inv) != 1 || !strings.Contains(inv[0].Reason, `"authentik Admins"`) {
+		t.Errorf("Invalid = %+v, want one entry naming the superuser ancestor", inv)
+	}
+	if !m.Managed("loop-a") {
+		t.Error("a parent cycle without a superuser refused the group")
+	}
+	if m := Build(groups, Options{AllowSuperuser: true}); !m.Managed("leaf") {
+		t.Error("AllowSuperuser did not admit the group")
+	}
+}

@@ -300,7 +300,7 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 	if !present && r.opts.OnLeave == OnLeaveKeep {
 		return false, false
 	}
-	desired := m.Desired(ms.RoleIDs())
+	desired := r.DesiredGroups(m, ms)
 	var (
 		attr DiscordAttribute
 		hash string

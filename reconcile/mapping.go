@@ -93,3 +93,10 @@ func (c *mappingCache) set(m *groupmatch.Mapping) {
 	c.m, c.fetched = m, time.Now()
 	c.mu.Unlock()
 }
+
+// expire makes the next use refresh the mapping, for when it is known to be out of date.
+func (c *mappingCache) expire() {
+	c.mu.Lock()
+	c.fetched = time.Time{}
+	c.mu.Unlock()
+}

@@ -157,7 +157,7 @@ func (q *Queue) next(ctx context.Context) bool {
 	if ctx.Err() != nil {
 		return true
 	}
-	if !transient(err) {
+	if !Transient(err) {
 		q.q.Forget(id)
 		q.log.Error("sync failed; not retrying", "discord_id", id, "trigger", item.trigger, "err", err)
 		return true
@@ -175,8 +175,8 @@ func (q *Queue) next(ctx context.Context) bool {
 	return true
 }
 
-// transient reports whether a failed sync may succeed later.
-func transient(err error) bool {
+// Transient reports whether a failed sync may succeed later, so that it is worth retrying.
+func Transient(err error) bool {
 	return discord.IsRetryable(err) || authentik.IsRetryable(err) ||
-		errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errStaleMapping)
 }

@@ -191,7 +191,10 @@ type Outcome struct {
 // triggers that race cannot interleave their writes.
 func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun bool) (*Outcome, error) {
 	start := r.opts.Now()
-	unlock := r.locks.lock(t.DiscordID)
+	unlock, err := r.locks.lock(ctx, t.DiscordID)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 
 	out, err := r.sync(ctx, t, trigger, dryRun)
@@ -243,6 +246,15 @@ func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun 
 	}
 	if !plan.Empty() {
 		err = r.apply(ctx, plan, trigger, out)
+		if errors.Is(err, errStaleMapping) {
+			// A managed group vanished: read the groups again and plan once more.
+			if rerr := r.RefreshMapping(ctx); rerr == nil {
+				if plan, err = r.Plan(ctx, t); err == nil {
+					out.Plan = plan
+					err = r.apply(ctx, plan, trigger, out)
+				}
+			}
+		}
 		if len(out.Changes) > 0 {
 			out.Result = ResultChanged
 			if r.store != nil {
@@ -295,7 +307,8 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 	}
 
 	pks := t.UserPKs
-	if len(pks) == 0 {
+	linked := len(pks) == 0 // the users come from the source's connections
+	if linked {
 		pks, err = r.ak.UsersByDiscordID(ctx, t.DiscordID)
 		if err != nil {
 			return nil, err
@@ -307,7 +320,7 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := checkOwner(u, t.DiscordID); err != nil {
+		if err := r.checkOwner(ctx, u, t.DiscordID, linked); err != nil {
 			return nil, err
 		}
 		st := UserState{UserPK: pk, DiscordID: t.DiscordID}
@@ -324,23 +337,59 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 	return plan, nil
 }
 
+// errStaleMapping marks a failure caused by a managed group deleted since the mapping was
+// read; the sync is worth retrying with a fresh mapping.
+var errStaleMapping = errors.New("group mapping out of date")
+
 // ErrOtherAccount reports a user whose attributes already name another Discord account; the
 // bridge refuses to sync it rather than hand one person's roles to another.
 var ErrOtherAccount = errors.New("user is linked to another discord account")
 
-func checkOwner(u *authentik.User, discordID string) error {
+// checkOwner refuses to sync a user whose attributes name another Discord account, unless
+// Authentik's source connection links the user to discordID: the connection is the truth,
+// and a user who re-linked their account must move to the new account's groups.
+func (r *Reconciler) checkOwner(ctx context.Context, u *authentik.User, discordID string, linked bool) error {
 	raw, ok := u.Attributes["discord"]
-	if !ok {
+	if !ok || linked {
 		return nil
 	}
 	var cur struct {
-		ID string `json:"id"`
+		ID json.RawMessage `json:"id"`
 	}
-	if json.Unmarshal(raw, &cur) == nil && cur.ID != "" && cur.ID != discordID {
-		return fmt.Errorf("user %d (%s): %w %s, not %s", u.PK, u.Username, ErrOtherAccount,
-			cur.ID, discordID)
+	if json.Unmarshal(raw, &cur) != nil || len(cur.ID) == 0 || string(cur.ID) == "null" {
+		return nil
 	}
-	return nil
+	// The ID may have been written as a number by hand; compare its digits either way.
+	id := strings.Trim(string(cur.ID), `"`)
+	if id == discordID {
+		return nil
+	}
+	pks, err := r.ak.UsersByDiscordID(ctx, discordID)
+	if err != nil {
+		return err
+	}
+	for _, pk := range pks {
+		if pk == u.PK {
+			return nil
+		}
+	}
+	return fmt.Errorf("user %d (%s): %w %s, not %s", u.PK, u.Username, ErrOtherAccount, id,
+		discordID)
+}
+
+// roleIDs are the roles that feed groups: the member's roles plus @everyone, whose ID is the
+// guild's, which Discord never lists but every member has.
+func (r *Reconciler) roleIDs(ms guild.Membership) []string {
+	roles := ms.RoleIDs()
+	if ms.State == guild.StateAbsent {
+		return roles
+	}
+	return append(roles, r.opts.GuildID)
+}
+
+// DesiredGroups returns the managed groups a member should be in under mapping m.
+func (r *Reconciler) DesiredGroups(m *groupmatch.Mapping, ms guild.Membership) map[string]bool {
+	return m.Desired(r.roleIDs(ms))
 }
 
 func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User, st UserState) UserPlan {
@@ -356,7 +405,7 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 	}
 
 	roles := ms.RoleIDs()
-	desired := m.Desired(roles)
+	desired := r.DesiredGroups(m, ms)
 	current := map[string]bool{}
 	for _, g := range u.Groups {
 		if m.Managed(g) {
@@ -366,13 +415,14 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 	for _, g := range m.ManagedGroups() {
 		switch {
 		case desired[g.UUID] && !current[g.UUID]:
-			up.Add = append(up.Add, GroupChange{Group: g, Reason: addReason(m, g, roles)})
+			up.Add = append(up.Add, GroupChange{Group: g, Reason: addReason(m, g, r.roleIDs(ms))})
 		case !desired[g.UUID] && current[g.UUID]:
 			up.Remove = append(up.Remove, GroupChange{Group: g, Reason: removeReason(m, g, present)})
 		}
 	}
 	up.Revoke = r.opts.RevokeOnLoss && len(up.Remove) > 0
 	if !present {
+		r.planLeftAttribute(&up, u)
 		return up
 	}
 
@@ -392,6 +442,24 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 		}
 	}
 	return up
+}
+
+// planLeftAttribute empties attributes.discord.roles of someone who left, so that apps
+// reading it do not see roles the person no longer has. The rest of the value stays: it still
+// says which Discord account the user was.
+func (r *Reconciler) planLeftAttribute(up *UserPlan, u *authentik.User) {
+	before, ok := u.Attributes["discord"]
+	if !ok {
+		return
+	}
+	var a DiscordAttribute
+	if json.Unmarshal(before, &a) != nil || len(a.Roles) == 0 {
+		return
+	}
+	a.Roles = []string{}
+	a.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
+	after, _ := json.Marshal(a)
+	up.Attributes = append(up.Attributes, AttrChange{Key: "discord", Before: before, After: after})
 }
 
 // planReturn undoes what leaving did, for a member who is (back) in the guild.
@@ -507,9 +575,11 @@ func sameDiscord(raw json.RawMessage, want DiscordAttribute) bool {
 	return reflect.DeepEqual(have, want)
 }
 
-// apply carries out plan, recording each change in out as it succeeds. It stops at the first
-// failure; what was applied stays applied and a retry computes the rest again.
+// apply carries out plan, recording each change in out as it succeeds. Removals go first, so
+// that a lost role loses its power even when an addition fails, and one failed step does not
+// hold back the others; the failures are returned together and a retry plans the rest again.
 func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out *Outcome) error {
+	var errs []error
 	for _, u := range plan.Users {
 		log := r.log.With("discord_id", plan.DiscordID, "user_pk", u.PK, "username", u.Username)
 		rec := func(kind ChangeKind, target, before, after, reason string) {
@@ -519,37 +589,54 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 				Before: before, After: after, Reason: reason,
 			})
 		}
-		for _, g := range u.Add {
-			if err := r.ak.AddToGroup(ctx, g.Group.UUID, u.PK); err != nil {
-				return err
+		failed := func(err error) {
+			errs = append(errs, err)
+		}
+		groupFailed := func(err error) {
+			if errors.Is(err, authentik.ErrNotFound) {
+				// The group was deleted in Authentik after the mapping was read.
+				r.mapping.expire()
+				err = fmt.Errorf("%w: %w", errStaleMapping, err)
 			}
-			rec(KindGroupAdd, g.Group.Name, "not a member", "member", g.Reason)
-			out.Added = append(out.Added, g.Group.Name)
-			log.Info("added user to group", "group", g.Group.Name, "reason", g.Reason)
+			failed(err)
 		}
 		for _, g := range u.Remove {
 			if err := r.ak.RemoveFromGroup(ctx, g.Group.UUID, u.PK); err != nil {
-				return err
+				groupFailed(err)
+				continue
 			}
 			rec(KindGroupRemove, g.Group.Name, "member", "not a member", g.Reason)
 			out.Removed = append(out.Removed, g.Group.Name)
 			log.Info("removed user from group", "group", g.Group.Name, "reason", g.Reason)
 		}
 		if u.Revoke {
-			n, err := r.ak.Revoke(ctx, u.PK, u.Username)
-			if err != nil {
-				return err
+			if n, err := r.ak.Revoke(ctx, u.PK, u.Username); err != nil {
+				failed(err)
+			} else {
+				rec(KindRevoke, "sessions and tokens", fmt.Sprint(n), "0", "a managed group was removed")
+				log.Info("revoked sessions and tokens", "count", n)
 			}
-			rec(KindRevoke, "sessions and tokens", fmt.Sprint(n), "0", "a managed group was removed")
-			log.Info("revoked sessions and tokens", "count", n)
 		}
-		if u.Deactivate || u.Reactivate {
-			if err := r.ak.SetActive(ctx, u.PK, u.Reactivate); err != nil {
-				return err
-			}
-			if u.Deactivate {
+		if u.Deactivate {
+			if err := r.ak.SetActive(ctx, u.PK, false); err != nil {
+				failed(err)
+			} else {
 				rec(KindActive, "is_active", "true", "false", "left the guild")
 				log.Info("deactivated user", "reason", "left the guild")
+			}
+		}
+		for _, g := range u.Add {
+			if err := r.ak.AddToGroup(ctx, g.Group.UUID, u.PK); err != nil {
+				groupFailed(err)
+				continue
+			}
+			rec(KindGroupAdd, g.Group.Name, "not a member", "member", g.Reason)
+			out.Added = append(out.Added, g.Group.Name)
+			log.Info("added user to group", "group", g.Group.Name, "reason", g.Reason)
+		}
+		if u.Reactivate {
+			if err := r.ak.SetActive(ctx, u.PK, true); err != nil {
+				failed(err)
 			} else {
 				rec(KindActive, "is_active", "false", "true", "back in the guild")
 				log.Info("reactivated user", "reason", "back in the guild")
@@ -564,7 +651,8 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 				upd.Name = &u.Name.After
 			}
 			if err := r.ak.UpdateUser(ctx, u.PK, upd); err != nil {
-				return err
+				failed(err)
+				continue
 			}
 			for _, a := range u.Attributes {
 				rec(KindAttribute, a.Key, string(a.Before), string(a.After), "discord profile changed")
@@ -576,7 +664,7 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 				"name_changed", u.Name != nil)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // String renders the plan for people, one change a line.
@@ -623,39 +711,46 @@ func (p *Plan) String() string {
 	return b.String()
 }
 
-// keyedMutex serialises work per key without holding a lock per key forever.
+// keyedMutex serialises work per key without holding a lock per key forever. Waiting for a
+// key gives up when the caller's context ends, so syncs queued behind a slow one time out
+// instead of piling up.
 type keyedMutex struct {
 	mu    sync.Mutex
 	locks map[string]*keyedEntry
 }
 
 type keyedEntry struct {
-	mu   sync.Mutex
+	held chan struct{} // holds one token while the key is locked
 	refs int
 }
 
-func (k *keyedMutex) lock(key string) (unlock func()) {
+func (k *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
 	k.mu.Lock()
 	if k.locks == nil {
 		k.locks = map[string]*keyedEntry{}
 	}
 	e := k.locks[key]
 	if e == nil {
-		e = &keyedEntry{}
+		e = &keyedEntry{held: make(chan struct{}, 1)}
 		k.locks[key] = e
 	}
 	e.refs++
 	k.mu.Unlock()
 
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
+	release := func() {
 		k.mu.Lock()
 		e.refs--
 		if e.refs == 0 {
 			delete(k.locks, key)
 		}
 		k.mu.Unlock()
+	}
+	select {
+	case e.held <- struct{}{}:
+		return func() { <-e.held; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, fmt.Errorf("wait for another sync of %s: %w", key, ctx.Err())
 	}
 }
 

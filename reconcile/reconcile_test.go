@@ -29,6 +29,7 @@ type fakeAuthentik struct {
 	writes  int
 	revoked int
 	fail    error
+	failAdd error // only additions fail
 }
 
 func (f *fakeAuthentik) User(_ context.Context, pk int32) (*authentik.User, error) {
@@ -60,6 +61,9 @@ func (f *fakeAuthentik) AddToGroup(_ context.Context, g string, pk int32) error 
 	defer f.mu.Unlock()
 	if f.fail != nil {
 		return f.fail
+	}
+	if f.failAdd != nil {
+		return f.failAdd
 	}
 	f.writes++
 	u := f.users[pk]
@@ -264,16 +268,95 @@ func TestReconciler_LeavingMember(t *testing.T) {
 	}
 }
 
-func TestReconciler_RefusesUserOfAnotherAccount(t *testing.T) {
-	ak, dc := world()
-	ak.users[7].Attributes["discord"] = json.RawMessage(`{"id":"999"}`)
-	r := newTestReconciler(ak, dc, Options{})
-	_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912", UserPKs: []int32{7}}, "test", false)
-	if !errors.Is(err, ErrOtherAccount) {
-		t.Fatalf("err = %v, want ErrOtherAccount", err)
+func TestReconciler_OwnerCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stored string // attributes.discord
+		linked bool   // the source connection links the user to the synced account
+		want   error
+	}{
+		{"other account, not linked", `{"id":"999"}`, false, ErrOtherAccount},
+		{"other account as a number", `{"id":999}`, false, ErrOtherAccount},
+		{"same account as a number", `{"id":80351110224678912}`, false, nil},
+		{"re-linked to this account", `{"id":"999"}`, true, nil},
+		{"no id yet", `{"username":"x"}`, false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ak, dc := world()
+			ak.users[7].Attributes["discord"] = json.RawMessage(tc.stored)
+			if !tc.linked {
+				ak.links = map[string][]int32{}
+			}
+			r := newTestReconciler(ak, dc, Options{})
+			_, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912", UserPKs: []int32{7}}, "test", false)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil && ak.writes != 0 {
+				t.Errorf("writes = %d, want 0", ak.writes)
+			}
+			if tc.want == nil && !contains(ak.users[7].Groups, "g-admins") {
+				t.Errorf("groups = %v, want the account's groups", ak.users[7].Groups)
+			}
+		})
 	}
-	if ak.writes != 0 {
-		t.Errorf("writes = %d, want 0", ak.writes)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestReconciler_FailedAddDoesNotHoldBackRemoval(t *testing.T) {
+	ak, dc := world()
+	ak.failAdd = &authentik.Error{Op: "add", Status: 403}
+	r := newTestReconciler(ak, dc, Options{})
+	out, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", false)
+	if err == nil {
+		t.Fatal("a refused addition was not reported")
+	}
+	if contains(ak.users[7].Groups, "g-old") {
+		t.Error("the removal was held back by a failed addition")
+	}
+	if out == nil || len(out.Removed) != 1 {
+		t.Errorf("outcome = %+v, want the removal recorded", out)
+	}
+}
+
+func TestReconciler_EveryoneRole(t *testing.T) {
+	ak, dc := world()
+	ak.groups = append(ak.groups, groupmatch.Group{UUID: "g-all", Name: "everyone",
+		Attributes: json.RawMessage(`{"discord_role_id":"81384788765712384"}`)})
+	r := newTestReconciler(ak, dc, Options{})
+	if _, err := r.Sync(t.Context(), Target{DiscordID: "80351110224678912"}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	if !contains(ak.users[7].Groups, "g-all") {
+		t.Error("a group mapped to @everyone (the guild ID) did not get the member")
+	}
+}
+
+func TestReconciler_LeaverLosesRolesInAttribute(t *testing.T) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{})
+	target := Target{DiscordID: "80351110224678912"}
+	if _, err := r.Sync(t.Context(), target, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	delete(dc, "80351110224678912")
+	if _, err := r.Sync(t.Context(), target, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	var d DiscordAttribute
+	if err := json.Unmarshal(ak.users[7].Attributes["discord"], &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Roles) != 0 || d.ID != "80351110224678912" {
+		t.Errorf("attributes.discord after leaving = %+v, want the account without roles", d)
 	}
 }
 

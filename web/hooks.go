@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -21,6 +22,11 @@ import (
 // lateSyncTimeout bounds a sync that outlived the hook's deadline and runs on in the
 // background.
 const lateSyncTimeout = 2 * time.Minute
+
+// gateTimeout bounds the gate's question to Discord. The shipped blueprint waits 5 s for the
+// answer; a gate that waits out a long rate limit would be refused by Authentik anyway, so it
+// answers "unavailable" in time instead.
+const gateTimeout = 4 * time.Second
 
 // gateRequest is the body of POST /v1/authentik/gate. discord_id is a string: Discord IDs do
 // not fit a float64, and a number may already have been rounded by whoever sent it.
@@ -44,7 +50,8 @@ func (s *Server) gate(c echo.Context) error {
 	if err := checkDiscordID(req.DiscordID); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
+	ctx, cancel := context.WithTimeout(c.Request().Context(), gateTimeout)
+	defer cancel()
 	ms, err := guild.Lookup(ctx, s.o.Discord, s.o.GuildID, req.DiscordID)
 	if err != nil {
 		s.metrics.gate.WithLabelValues("error").Inc()
@@ -62,7 +69,7 @@ func (s *Server) gate(c echo.Context) error {
 		resp.Allowed = true
 		resp.Message = "Welcome."
 		if m, err := s.o.Reconciler.Mapping(ctx); err == nil {
-			for uuid := range m.Desired(ms.RoleIDs()) {
+			for uuid := range s.o.Reconciler.DesiredGroups(m, ms) {
 				if g, ok := m.Group(uuid); ok {
 					resp.Groups = append(resp.Groups, g.Name)
 				}
@@ -113,9 +120,16 @@ func (s *Server) sync(c echo.Context) error {
 		out *reconcile.Outcome
 		err error
 	}
+	select {
+	case s.lateSlots <- struct{}{}:
+	default:
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "busy",
+			Message: "too many syncs are running; the next full pass covers this user"}
+	}
 	done := make(chan result, 1)
 	s.late.Add(1)
 	go func() {
+		defer func() { <-s.lateSlots }()
 		defer s.late.Done()
 		ctx, cancel := context.WithTimeout(s.lateCtx, lateSyncTimeout)
 		defer cancel()
@@ -123,7 +137,7 @@ func (s *Server) sync(c echo.Context) error {
 		if err != nil {
 			s.log.Warn("sync from login hook failed", "discord_id", target.DiscordID,
 				"user_pk", *req.UserPK, "err", err)
-			if s.o.Retry != nil && ctx.Err() == nil {
+			if s.o.Retry != nil && ctx.Err() == nil && reconcile.Transient(err) {
 				s.o.Retry(target.DiscordID, target.UserPKs)
 			}
 		}
@@ -134,6 +148,13 @@ func (s *Server) sync(c echo.Context) error {
 	defer timer.Stop()
 	select {
 	case r := <-done:
+		if r.err != nil && !reconcile.Transient(r.err) {
+			s.metrics.sync.WithLabelValues("refused").Inc()
+			return c.JSON(http.StatusConflict, syncResponse{
+				Status: "refused", Added: []string{}, Removed: []string{},
+				Message: "sync refused; it will not be retried: " + r.err.Error(),
+			})
+		}
 		if r.err != nil {
 			s.metrics.sync.WithLabelValues("error").Inc()
 			return c.JSON(http.StatusServiceUnavailable, syncResponse{
@@ -170,9 +191,13 @@ func decode(c echo.Context, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
+			what := jsonKind(te.Type)
+			if what == "integer" && te.Value == "number" {
+				what = "integer that fits 32 bits"
+			}
 			return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
 				Message: fmt.Sprintf("field %s must be a JSON %s, not %s", te.Field,
-					jsonKind(te.Type), te.Value)}
+					what, te.Value)}
 		}
 		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
 			Message: "body is not a JSON object: " + err.Error()}
@@ -201,20 +226,21 @@ func jsonKind(t reflect.Type) string {
 	}
 }
 
+// checkDiscordID accepts what Discord can issue: a decimal uint64 without leading zeros.
 func checkDiscordID(id string) error {
-	if id == "" {
-		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
-			Message: "discord_id is required (a string of digits)"}
+	bad := func(msg string) error {
+		return &apiError{Status: http.StatusBadRequest, Code: "bad_request", Message: msg}
 	}
-	if len(id) > 20 {
-		return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
-			Message: "discord_id is too long to be a Discord ID"}
+	if id == "" {
+		return bad("discord_id is required (a string of digits)")
 	}
 	for _, r := range id {
 		if r < '0' || r > '9' {
-			return &apiError{Status: http.StatusBadRequest, Code: "bad_request",
-				Message: "discord_id must hold only digits"}
+			return bad("discord_id must hold only digits")
 		}
+	}
+	if n, err := strconv.ParseUint(id, 10, 64); err != nil || n == 0 || id[0] == '0' {
+		return bad("discord_id is not a Discord ID (a non-zero 64-bit number without leading zeros)")
 	}
 	return nil
 }

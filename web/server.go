@@ -57,7 +57,13 @@ type Server struct {
 	lateCancel context.CancelFunc
 	secretSum  [32]byte
 	metrics    *metrics
+	// lateSlots bounds the syncs the hook runs at once, including those that outlived their
+	// caller, so a flood of logins against a slow upstream cannot pile up goroutines.
+	lateSlots chan struct{}
 }
+
+// maxLateSyncs is how many hook syncs may run at once.
+const maxLateSyncs = 256
 
 // New builds the server and its routes.
 func New(o Options) *Server {
@@ -67,7 +73,8 @@ func New(o Options) *Server {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{o: o, log: o.Logger, secretSum: sha256.Sum256([]byte(o.WebhookSecret))}
+	s := &Server{o: o, log: o.Logger, secretSum: sha256.Sum256([]byte(o.WebhookSecret)),
+		lateSlots: make(chan struct{}, maxLateSyncs)}
 	s.lateCtx, s.lateCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(o.Registry)
 
@@ -77,10 +84,13 @@ func New(o Options) *Server {
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.Recover())
 
-	e.GET("/healthz", func(c echo.Context) error {
+	healthz := func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
-	})
+	}
+	e.GET("/healthz", healthz)
+	e.HEAD("/healthz", healthz)
 	e.GET("/readyz", s.readyz)
+	e.HEAD("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{})))
 
 	hooks := e.Group("/v1/authentik", middleware.BodyLimit(maxBody), s.requireSecret)
@@ -118,7 +128,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 func (s *Server) requireSecret(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		token, ok := strings.CutPrefix(h, "Bearer ")
+		// The scheme is case-insensitive (RFC 9110); the token is not.
+		scheme, token, ok := strings.Cut(h, " ")
+		ok = ok && strings.EqualFold(scheme, "Bearer")
 		sum := sha256.Sum256([]byte(token))
 		if !ok || subtle.ConstantTimeCompare(sum[:], s.secretSum[:]) != 1 {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="discord-bridge"`)
@@ -183,7 +195,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 	_ = c.JSON(ae.Status, map[string]string{"error": ae.Code, "message": ae.Message})
 }
 
-// Start serves on ln's address until ctx ends, then shuts down gracefully.
+// Serve runs srv with the server's handler until ctx ends, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context, srv *http.Server) error {
 	srv.Handler = s.e
 	errc := make(chan error, 1)

@@ -133,12 +133,18 @@ func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 		fmt.Fprintln(stderr, "bridge sync:", err)
 		return 1
 	}
-	store, err := a.openStore(ctx)
-	if err != nil {
-		fmt.Fprintln(stderr, "bridge sync:", err)
-		return 1
+	// A dry run opens no database: it must not create one, nor migrate one that a newer
+	// binary would change. Without the remembered state it plans as for a fresh start.
+	var store reconcile.Store
+	if !*dry {
+		s, err := a.openStore(ctx)
+		if err != nil {
+			fmt.Fprintln(stderr, "bridge sync:", err)
+			return 1
+		}
+		defer s.Close()
+		store = s
 	}
-	defer store.Close()
 	rec := a.reconciler(store)
 	if *all {
 		return syncAll(ctx, rec, *dry, *force, stdout, stderr)

@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/joho/godotenv"
@@ -38,14 +39,14 @@ commands:
 
 // run is main without the process: tests call it with their own arguments and environment.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) int {
-	if len(args) >= 2 && (args[0] == "--env-file" || args[0] == "-env-file") {
-		fileEnv, err := godotenv.Read(args[1])
+	if path, rest, ok := envFileArg(args); ok {
+		fileEnv, err := godotenv.Read(path)
 		if err != nil {
 			fmt.Fprintf(stderr, "bridge: read env file: %v\n", err)
 			return 2
 		}
 		lookup = withFallback(lookup, fileEnv)
-		args = args[2:]
+		args = rest
 	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -81,4 +82,20 @@ func withFallback(env func(string) (string, bool), file map[string]string) func(
 		v, ok := file[key]
 		return v, ok
 	}
+}
+
+// envFileArg takes a leading --env-file FILE (or --env-file=FILE) off args.
+func envFileArg(args []string) (path string, rest []string, ok bool) {
+	if len(args) == 0 {
+		return "", args, false
+	}
+	for _, flag := range []string{"--env-file", "-env-file"} {
+		if v, found := strings.CutPrefix(args[0], flag+"="); found {
+			return v, args[1:], true
+		}
+		if args[0] == flag && len(args) >= 2 {
+			return args[1], args[2:], true
+		}
+	}
+	return "", args, false
 }

@@ -44,6 +44,8 @@ type Group struct {
 	Name        string
 	IsSuperuser bool
 	Attributes  json.RawMessage
+	// Parents are the uuids of the group's parents; members inherit their superuser flag.
+	Parents []string
 }
 
 type user struct {
@@ -68,6 +70,7 @@ type group struct {
 	name      string
 	superuser bool
 	attrs     json.RawMessage
+	parents   []string
 	members   map[int32]struct{}
 }
 
@@ -177,9 +180,24 @@ func (s *Server) groupsOf(pk int32) []*group {
 }
 
 // isSuperuser derives the flag as Authentik does: membership of any superuser group.
+// isSuperuser reports whether a user is superuser through any of its groups or their
+// ancestors, as Authentik computes it. Caller holds s.mu.
 func (s *Server) isSuperuser(pk int32) bool {
 	for _, g := range s.groups {
-		if _, ok := g.members[pk]; ok && g.superuser {
+		if _, ok := g.members[pk]; ok && s.inheritsSuperuser(g, map[string]bool{}) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) inheritsSuperuser(g *group, seen map[string]bool) bool {
+	if g.superuser {
+		return true
+	}
+	seen[g.uuid] = true
+	for _, p := range g.parents {
+		if pg, ok := s.groups[p]; ok && !seen[p] && s.inheritsSuperuser(pg, seen) {
 			return true
 		}
 	}
@@ -306,15 +324,15 @@ type groupOptions struct {
 	users, parents, children, inheritedRoles bool
 }
 
-// groupView renders a group. The stub has no group hierarchy and no roles, so those lists are
-// empty, or null where Authentik leaves them out unless asked. Caller holds s.mu.
+// groupView renders a group. The stub has parents but no children lists and no roles, so those
+// lists are empty, or null where Authentik leaves them out unless asked. Caller holds s.mu.
 func (s *Server) groupView(g *group, opt groupOptions) groupView {
 	v := groupView{
 		PK:          g.uuid,
 		NumPK:       g.numPK,
 		Name:        g.name,
 		IsSuperuser: g.superuser,
-		Parents:     []string{},
+		Parents:     append([]string{}, g.parents...),
 		Users:       memberPKs(g),
 		Attributes:  g.attrs,
 		Roles:       []string{},

@@ -206,6 +206,7 @@ func (s *Server) AddGroup(g Group) string {
 		name:      g.Name,
 		superuser: g.IsSuperuser,
 		attrs:     attrs,
+		parents:   append([]string(nil), g.Parents...),
 		members:   map[int32]struct{}{},
 	}
 	s.nextGroup++

@@ -22,7 +22,7 @@ standins=$!
 bridge=""
 cleanup() { kill $bridge $standins 2>/dev/null || true; }
 trap cleanup EXIT
-for _ in $(seq 100); do [ -s "$out/users.txt" ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s "$out/bridge.env" ] && break; sleep 0.1; done
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BRIDGE_LISTEN=127.0.0.1:$port BRIDGE_DATA_DIR=$out/data BRIDGE_LOG_LEVEL=warn \

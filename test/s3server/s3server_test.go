@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -26,9 +27,13 @@ func TestPublicReadPolicy_isJSON(t *testing.T) {
 		t.Fatalf("statements = %d, want 1", len(p.Statement))
 	}
 	st := p.Statement[0]
-	if st.Effect != "Allow" || st.Principal != "*" || len(st.Action) != 1 ||
-		st.Action[0] != "s3:GetObject" || len(st.Resource) != 1 || st.Resource[0] != "arn:aws:s3:::b/*" {
-		t.Errorf("statement = %+v, want anyone allowed s3:GetObject on b/*", st)
+	want := []string{"Allow", "*", "s3:GetObject", "arn:aws:s3:::b/*"}
+	if len(st.Action) != 1 || len(st.Resource) != 1 {
+		t.Fatalf("statement = %+v, want one action on one resource", st)
+	}
+	got := []string{st.Effect, st.Principal, st.Action[0], st.Resource[0]}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("statement (-want +got):\n%s", diff)
 	}
 }
 
