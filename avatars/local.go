@@ -32,11 +32,10 @@ var _ Store = (*LocalStore)(nil)
 // public URL (BRIDGE_PUBLIC_URL) without a trailing slash. Temporary files an earlier process
 // left behind when it stopped mid-write are removed.
 func NewLocalStore(dir, publicBase string) (*LocalStore, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("local avatar store: %w", err)
-	}
+	// The directory is made by the first Put: a store that is only read, as by a dry run,
+	// leaves no trace on disk.
 	entries, err := os.ReadDir(dir)
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("local avatar store: %w", err)
 	}
 	for _, e := range entries {
@@ -61,6 +60,9 @@ func (s *LocalStore) URL(key string) string { return s.publicBase + LocalPath + 
 func (s *LocalStore) Put(_ context.Context, key string, png []byte) error {
 	if !ValidKey(key) {
 		return newError(KindStore, false, "put %q: not an avatar key", key)
+	}
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return storeError("put "+key, err)
 	}
 	f, err := os.CreateTemp(s.dir, tempPrefix+"*")
 	if err != nil {
@@ -120,6 +122,9 @@ func (s *LocalStore) Delete(_ context.Context, key string) error {
 // List returns the avatars in the directory, with the time each was written.
 func (s *LocalStore) List(_ context.Context) ([]Object, error) {
 	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, storeError("list", err)
 	}

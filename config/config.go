@@ -56,6 +56,10 @@ type Config struct {
 
 	Log Log
 
+	// Gateway keeps a Discord gateway session for live updates. Off, the bridge works from the
+	// hooks and full passes alone (BRIDGE_RESYNC_INTERVAL then decides how stale it may get).
+	Gateway bool `env:"BRIDGE_GATEWAY" envDefault:"true"`
+
 	// DevNoLogin opens the status page without a login. Validate allows it only when Listen is
 	// a loopback address, so it can never expose the page on a network.
 	DevNoLogin bool `env:"BRIDGE_DEV_NO_LOGIN" envDefault:"false"`

@@ -124,7 +124,8 @@ func TestLoad_Defaults(t *testing.T) {
 			MaxRemovalShare: 0.2,
 			MappingRefresh:  30 * time.Second,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Log:     Log{Level: "info", Format: "text"},
+		Gateway: true,
 	}
 	if diff := cmp.Diff(want, got, secretCmp); diff != "" {
 		t.Errorf("Load() mismatch (-want +got):\n%s", diff)
@@ -224,6 +225,7 @@ func TestLoad_EveryVariable(t *testing.T) {
 			{Name: "editor", Groups: []string{"group-c"}},
 		},
 		Log:        Log{Level: "debug", Format: "json"},
+		Gateway:    true,
 		DevNoLogin: true,
 	}
 	if diff := cmp.Diff(want, got, secretCmp); diff != "" {
@@ -602,8 +604,8 @@ func envNames(t *testing.T) []string {
 func TestSchema(t *testing.T) {
 	s := loadSchema()
 	names := envNames(t)
-	if len(names) != 41 {
-		t.Errorf("got %d variables, want 41 (ARCHITECTURE §5 plus 9 added): %v", len(names), names)
+	if len(names) != 42 {
+		t.Errorf("got %d variables, want 42 (ARCHITECTURE §5 plus 10 added): %v", len(names), names)
 	}
 	for _, p := range (&document{}).secretPairs() {
 		if !slices.Contains(s.names, p.name+"_FILE") {
@@ -671,7 +673,7 @@ func TestConfig_Write(t *testing.T) {
 		"BRIDGE_APP_ROLES",
 		"BRIDGE_GATE_ALLOW_PENDING", "BRIDGE_SYNC_DEADLINE", "BRIDGE_SET_NAME",
 		"BRIDGE_MAPPING_REFRESH", "BRIDGE_S3_PREFIX", "BRIDGE_AVATAR_GC_AFTER", "BRIDGE_LOG_LEVEL",
-		"BRIDGE_LOG_FORMAT", "BRIDGE_DEV_NO_LOGIN",
+		"BRIDGE_LOG_FORMAT", "BRIDGE_GATEWAY", "BRIDGE_DEV_NO_LOGIN",
 	}
 	if diff := cmp.Diff(want, order); diff != "" {
 		t.Errorf("Write order (-want +got):\n%s", diff)

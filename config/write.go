@@ -58,6 +58,7 @@ var settings = []setting{
 	{"BRIDGE_AVATAR_GC_AFTER", func(c *Config) any { return c.Avatar.GCAfter }},
 	{"BRIDGE_LOG_LEVEL", func(c *Config) any { return c.Log.Level }},
 	{"BRIDGE_LOG_FORMAT", func(c *Config) any { return c.Log.Format }},
+	{"BRIDGE_GATEWAY", func(c *Config) any { return c.Gateway }},
 	{"BRIDGE_DEV_NO_LOGIN", func(c *Config) any { return c.DevNoLogin }},
 }
 

@@ -25,6 +25,9 @@ type Controller struct {
 	log      *slog.Logger
 
 	requests chan string
+	// AfterPass, when set, runs after every pass that read everything, such as avatar
+	// garbage collection, which may only run on complete knowledge.
+	AfterPass func(ctx context.Context, rep *PassReport)
 
 	mu        sync.Mutex
 	lastEvent time.Time
@@ -123,6 +126,9 @@ func (c *Controller) pass(ctx context.Context, trigger string) error {
 	c.running = false
 	c.last, c.lastErr = rep, err
 	c.mu.Unlock()
+	if err == nil && c.AfterPass != nil {
+		c.AfterPass(ctx, rep)
+	}
 	return err
 }
 

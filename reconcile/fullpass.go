@@ -307,6 +307,7 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 	)
 	if present {
 		attr = discordAttribute(ms.Member, ms.RoleIDs())
+		attr.Avatar = r.avatarHash(ms.Member)
 		hash = attrHash(attr)
 	}
 	for _, pk := range pks {
@@ -323,9 +324,9 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 		}
 		st, known := states[pk]
 		if !known && present {
-			if raw, ok := owned[pk]; ok && sameDiscord(raw, attr) {
+			if raw, ok := owned[pk]; ok && sameDiscordIgnoringURL(raw, attr) {
 				st = UserState{UserPK: pk, DiscordID: ms.Member.User.ID, AttrHash: hash,
-					UpdatedAt: r.opts.Now().UTC()}
+					AvatarKey: r.avatarKeyOf(raw), UpdatedAt: r.opts.Now().UTC()}
 				known = true
 				*learned = append(*learned, st)
 			}
@@ -367,4 +368,26 @@ func groupNames(m *groupmatch.Mapping, uuids []string) string {
 		}
 	}
 	return strings.Join(names, ", ")
+}
+
+// sameDiscordIgnoringURL compares a listed attributes.discord with the desired one, leaving
+// out the avatar URL, which the pass cannot know without the avatar store.
+func sameDiscordIgnoringURL(raw json.RawMessage, want DiscordAttribute) bool {
+	var have DiscordAttribute
+	if json.Unmarshal(raw, &have) != nil {
+		return false
+	}
+	want.AvatarURL = have.AvatarURL
+	return sameDiscord(raw, want)
+}
+
+// avatarKeyOf returns the store key of the hosted avatar a listed attributes.discord points
+// at, so that a user learned from the listing keeps their avatar safe from collection.
+func (r *Reconciler) avatarKeyOf(raw json.RawMessage) string {
+	var d DiscordAttribute
+	if r.opts.Avatars == nil || json.Unmarshal(raw, &d) != nil || d.AvatarURL == nil {
+		return ""
+	}
+	key, _ := r.opts.Avatars.KeyOf(*d.AvatarURL)
+	return key
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/avatars"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/groupmatch"
 	"github.com/discord-authentik-bridge/bridge/guild"
@@ -59,7 +60,16 @@ type Options struct {
 	// before it stops and reports instead; 0 turns the guard off.
 	MaxRemovalShare float64
 	MappingRefresh  time.Duration // how long a fetched group mapping is used before refetching
-	Now             func() time.Time
+	// Avatars hosts members' avatars; nil leaves attributes.avatar alone.
+	Avatars AvatarSyncer
+	Now     func() time.Time
+}
+
+// AvatarSyncer hosts avatars; *avatars.Service provides it.
+type AvatarSyncer interface {
+	Source(m avatars.Member) (avatars.Source, error)
+	Sync(ctx context.Context, m avatars.Member, cur avatars.Current) (avatars.Result, error)
+	KeyOf(url string) (string, bool)
 }
 
 // Reconciler syncs Discord users into Authentik.
@@ -130,15 +140,19 @@ type Plan struct {
 
 // UserPlan is the part of a Plan that concerns one Authentik user.
 type UserPlan struct {
-	PK         int32
-	Username   string
-	Add        []GroupChange
-	Remove     []GroupChange
-	Attributes []AttrChange
-	Name       *NameChange
-	Deactivate bool // the member left and the grace period is over
-	Reactivate bool // the member is back and the bridge had deactivated the user
-	Revoke     bool // sessions and tokens end because a managed group is removed
+	PK          int32
+	Username    string
+	Add         []GroupChange
+	Remove      []GroupChange
+	Attributes  []AttrChange
+	Name        *NameChange
+	AvatarURL   string // the hosted avatar the user will point at
+	AvatarError string // why the avatar could not be refreshed
+	// AvatarPending is the CDN URL of a new avatar a dry run did not fetch.
+	AvatarPending string
+	Deactivate    bool // the member left and the grace period is over
+	Reactivate    bool // the member is back and the bridge had deactivated the user
+	Revoke        bool // sessions and tokens end because a managed group is removed
 
 	// state is what the bridge will remember of the user once the plan is applied;
 	// stateChanged says it differs from what it remembers now.
@@ -174,16 +188,19 @@ func (p *Plan) Empty() bool {
 // Empty reports whether the plan for this user changes nothing.
 func (u *UserPlan) Empty() bool {
 	return len(u.Add) == 0 && len(u.Remove) == 0 && len(u.Attributes) == 0 && u.Name == nil &&
-		!u.Deactivate && !u.Reactivate
+		!u.Deactivate && !u.Reactivate && u.AvatarPending == ""
 }
 
 // Outcome is what one sync did.
 type Outcome struct {
-	Plan    *Plan
-	Result  Result
-	Added   []string // names of the groups joined
-	Removed []string // names of the groups left
-	Changes []Change
+	Plan   *Plan
+	Result Result
+	Avatar string // URL of the hosted avatar, when there is one
+	// AvatarError says why the avatar could not be refreshed; the old one stays in place.
+	AvatarError string
+	Added       []string // names of the groups joined
+	Removed     []string // names of the groups left
+	Changes     []Change
 }
 
 // Sync brings the Authentik users linked to t.DiscordID in line with the guild. With dryRun
@@ -209,6 +226,7 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 		if out != nil {
 			rec.Result = out.Result
 			rec.Changes = len(out.Changes)
+			rec.AvatarError = out.AvatarError
 			if out.Plan != nil {
 				rec.Membership = string(out.Plan.Membership.State)
 				for _, u := range out.Plan.Users {
@@ -229,11 +247,19 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 }
 
 func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun bool) (*Outcome, error) {
-	plan, err := r.Plan(ctx, t)
+	plan, err := r.plan(ctx, t, !dryRun)
 	if err != nil {
 		return nil, err
 	}
 	out := &Outcome{Plan: plan, Result: ResultUnchanged}
+	for _, u := range plan.Users {
+		if u.AvatarError != "" {
+			out.AvatarError = u.AvatarError
+		}
+		if u.AvatarURL != "" {
+			out.Avatar = u.AvatarURL
+		}
+	}
 	switch {
 	case plan.NoUser:
 		out.Result = ResultNoUser
@@ -249,7 +275,7 @@ func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun 
 		if errors.Is(err, errStaleMapping) {
 			// A managed group vanished: read the groups again and plan once more.
 			if rerr := r.RefreshMapping(ctx); rerr == nil {
-				if plan, err = r.Plan(ctx, t); err == nil {
+				if plan, err = r.plan(ctx, t, true); err == nil {
 					out.Plan = plan
 					err = r.apply(ctx, plan, trigger, out)
 				}
@@ -287,8 +313,16 @@ func (r *Reconciler) rememberUsers(ctx context.Context, plan *Plan) {
 	}
 }
 
-// Plan reads Discord and Authentik and returns what a sync would change. It writes nothing.
+// Plan reads Discord and Authentik and returns what a sync would change. It writes nothing,
+// and fetches no avatar: a new avatar shows as pending.
 func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
+	return r.plan(ctx, t, false)
+}
+
+// plan computes the plan; with hostAvatars it also brings the member's hosted avatar up to
+// date in the avatar store (content-addressed, so an unused upload is harmless and collected
+// later), so that the plan can point attributes.avatar at it.
+func (r *Reconciler) plan(ctx context.Context, t Target, hostAvatars bool) (*Plan, error) {
 	if !isSnowflake(t.DiscordID) {
 		return nil, fmt.Errorf("discord id %q: not a snowflake", t.DiscordID)
 	}
@@ -332,7 +366,11 @@ func (r *Reconciler) Plan(ctx context.Context, t Target) (*Plan, error) {
 				st.DiscordID = t.DiscordID
 			}
 		}
-		plan.Users = append(plan.Users, r.planUser(mapping, ms, u, st))
+		up := r.planUser(mapping, ms, u, st)
+		if ms.State != guild.StateAbsent {
+			r.planProfile(ctx, &up, ms, u, hostAvatars)
+		}
+		plan.Users = append(plan.Users, up)
 	}
 	return plan, nil
 }
@@ -404,8 +442,8 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 		r.planLeave(&up, u)
 	}
 
-	roles := ms.RoleIDs()
-	desired := r.DesiredGroups(m, ms)
+	roles := r.roleIDs(ms)
+	desired := m.Desired(roles)
 	current := map[string]bool{}
 	for _, g := range u.Groups {
 		if m.Managed(g) {
@@ -415,7 +453,7 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 	for _, g := range m.ManagedGroups() {
 		switch {
 		case desired[g.UUID] && !current[g.UUID]:
-			up.Add = append(up.Add, GroupChange{Group: g, Reason: addReason(m, g, r.roleIDs(ms))})
+			up.Add = append(up.Add, GroupChange{Group: g, Reason: addReason(m, g, roles)})
 		case !desired[g.UUID] && current[g.UUID]:
 			up.Remove = append(up.Remove, GroupChange{Group: g, Reason: removeReason(m, g, present)})
 		}
@@ -423,15 +461,32 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 	up.Revoke = r.opts.RevokeOnLoss && len(up.Remove) > 0
 	if !present {
 		r.planLeftAttribute(&up, u)
-		return up
 	}
+	return up
+}
 
-	attr := discordAttribute(ms.Member, roles)
+// planProfile plans the owned attributes of a present member: attributes.discord, the hosted
+// avatar in attributes.avatar, and the name.
+func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Membership, u *authentik.User, hostAvatars bool) {
+	attr := discordAttribute(ms.Member, ms.RoleIDs())
+	attr.Avatar = r.avatarHash(ms.Member)
+	cur := currentProfile(u)
+	attr.AvatarURL = nonEmpty(cur.URL)
+	if r.opts.Avatars != nil {
+		r.planAvatar(ctx, up, ms.Member, u, cur, &attr, hostAvatars)
+	}
 	hash := attrHash(attr)
 	if before, ok := u.Attributes["discord"]; !ok || !sameDiscord(before, attr) {
 		attr.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
 		after, _ := json.Marshal(attr)
 		up.Attributes = append(up.Attributes, AttrChange{Key: "discord", Before: before, After: after})
+	}
+	if attr.AvatarURL != nil {
+		up.AvatarURL = *attr.AvatarURL
+		after, _ := json.Marshal(*attr.AvatarURL)
+		if before := u.Attributes["avatar"]; string(before) != string(after) {
+			up.Attributes = append(up.Attributes, AttrChange{Key: "avatar", Before: before, After: after})
+		}
 	}
 	if up.state.AttrHash != hash {
 		up.state.AttrHash, up.stateChanged = hash, true
@@ -441,7 +496,85 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 			up.Name = &NameChange{Before: u.Name, After: name}
 		}
 	}
-	return up
+}
+
+// planAvatar brings the hosted avatar up to date and points attr at it. On any failure the
+// avatar the user has stays, hash and URL alike, so the next sync tries again and nobody is
+// left without a picture.
+func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.Member,
+	u *authentik.User, cur avatars.Current, attr *DiscordAttribute, host bool) {
+	am := avatarMember(m, r.opts.GuildID)
+	src, err := r.opts.Avatars.Source(am)
+	if err != nil {
+		up.AvatarError = err.Error()
+		attr.Avatar = currentHash(u)
+		return
+	}
+	stale := src.Hash != cur.SourceHash || cur.URL == ""
+	if !host {
+		if stale {
+			up.AvatarPending = src.URL
+		}
+		return
+	}
+	res, err := r.opts.Avatars.Sync(ctx, am, cur)
+	if err != nil {
+		up.AvatarError = err.Error()
+		attr.Avatar, attr.AvatarURL = currentHash(u), nonEmpty(cur.URL)
+		r.log.Warn("avatar not refreshed; the old one stays", "user_pk", u.PK, "err", err)
+		return
+	}
+	attr.AvatarURL = &res.URL
+	if up.state.AvatarKey != res.Key {
+		up.state.AvatarKey, up.stateChanged = res.Key, true
+	}
+}
+
+// avatarHash is the hash attributes.discord.avatar names: the guild avatar when it is the
+// one in use, else the user's; nil for Discord's default avatar.
+func (r *Reconciler) avatarHash(m *discordgo.Member) *string {
+	if r.opts.Avatars != nil {
+		if src, err := r.opts.Avatars.Source(avatarMember(m, r.opts.GuildID)); err == nil &&
+			!strings.HasPrefix(src.Hash, "default-") {
+			return &src.Hash
+		}
+		return nil
+	}
+	return nonEmpty(m.User.Avatar)
+}
+
+func avatarMember(m *discordgo.Member, guildID string) avatars.Member {
+	return avatars.Member{UserID: m.User.ID, GuildID: guildID, Discriminator: m.User.Discriminator,
+		UserAvatar: m.User.Avatar, GuildAvatar: m.Avatar}
+}
+
+// currentProfile reads what the user's attributes say about the hosted avatar: the URL in
+// attributes.avatar and the source it was made from. A user whose stored hash is null but who
+// has a URL was given Discord's default avatar, whose source is named by its index.
+func currentProfile(u *authentik.User) avatars.Current {
+	var cur avatars.Current
+	_ = json.Unmarshal(u.Attributes["avatar"], &cur.URL)
+	var d DiscordAttribute
+	if json.Unmarshal(u.Attributes["discord"], &d) != nil {
+		return cur
+	}
+	switch {
+	case d.Avatar != nil:
+		cur.SourceHash = *d.Avatar
+	case cur.URL != "":
+		if i, err := avatars.DefaultAvatarIndex(d.ID, d.Discriminator); err == nil {
+			cur.SourceHash = fmt.Sprintf("default-%d", i)
+		}
+	}
+	return cur
+}
+
+func currentHash(u *authentik.User) *string {
+	var d DiscordAttribute
+	if json.Unmarshal(u.Attributes["discord"], &d) != nil {
+		return nil
+	}
+	return d.Avatar
 }
 
 // planLeftAttribute empties attributes.discord.roles of someone who left, so that apps
@@ -489,7 +622,9 @@ func (r *Reconciler) planLeave(up *UserPlan, u *authentik.User) {
 
 // attrHash fingerprints the owned attribute values, without their time stamp.
 func attrHash(a DiscordAttribute) string {
-	a.SyncedAt = ""
+	// The URL depends on the avatar store; the hash of the source is what says whether the
+	// avatar is current.
+	a.SyncedAt, a.AvatarURL = "", nil
 	a.Roles = append([]string(nil), a.Roles...)
 	sort.Strings(a.Roles)
 	b, _ := json.Marshal(a)
@@ -655,7 +790,11 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 				continue
 			}
 			for _, a := range u.Attributes {
-				rec(KindAttribute, a.Key, string(a.Before), string(a.After), "discord profile changed")
+				reason := "discord profile changed"
+				if a.Key == "avatar" {
+					reason = "hosted avatar changed"
+				}
+				rec(KindAttribute, a.Key, string(a.Before), string(a.After), reason)
 			}
 			if u.Name != nil {
 				rec(KindName, "name", u.Name.Before, u.Name.After, "discord display name")
@@ -697,6 +836,12 @@ func (p *Plan) String() string {
 		}
 		if u.Name != nil {
 			fmt.Fprintf(&b, "  ~ name %q → %q\n", u.Name.Before, u.Name.After)
+		}
+		if u.AvatarPending != "" {
+			fmt.Fprintf(&b, "  ~ avatar would be fetched from %s\n", u.AvatarPending)
+		}
+		if u.AvatarError != "" {
+			fmt.Fprintf(&b, "  ! avatar not refreshed: %s\n", u.AvatarError)
 		}
 		if u.Revoke {
 			b.WriteString("  ! revoke sessions and OAuth tokens\n")

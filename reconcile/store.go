@@ -64,9 +64,11 @@ type SyncRecord struct {
 	Trigger    string
 	Result     Result
 	Error      string
-	Changes    int
-	At         time.Time
-	Duration   time.Duration
+	// AvatarError says why the avatar could not be refreshed; the sync itself may have worked.
+	AvatarError string
+	Changes     int
+	At          time.Time
+	Duration    time.Duration
 }
 
 // Change is one applied modification of Authentik, as kept in the audit log.

@@ -163,7 +163,8 @@ func (s *Server) sync(c echo.Context) error {
 			})
 		}
 		s.metrics.sync.WithLabelValues(string(r.out.Result)).Inc()
-		resp := syncResponse{Status: string(r.out.Result), Added: r.out.Added, Removed: r.out.Removed}
+		resp := syncResponse{Status: string(r.out.Result), Added: r.out.Added,
+			Removed: r.out.Removed, Avatar: r.out.Avatar}
 		if resp.Added == nil {
 			resp.Added = []string{}
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/avatars"
 	"github.com/discord-authentik-bridge/bridge/config"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/reconcile"
@@ -40,6 +41,9 @@ type app struct {
 	log       *slog.Logger
 	discord   *discord.Client
 	authentik *authentik.Client
+	avatars   *avatars.Service
+	local     *avatars.LocalStore // set when avatars are kept in the data directory
+	s3        *avatars.S3Store    // set when avatars are kept in S3
 }
 
 func loadConfig(lookup func(string) (string, bool), stderr io.Writer) (*config.Config, bool) {
@@ -101,7 +105,50 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &app{cfg: cfg, log: log, discord: dc, authentik: ak}, nil
+	a := &app{cfg: cfg, log: log, discord: dc, authentik: ak}
+	if err := a.openAvatars(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// openAvatars builds the avatar store the configuration names and the service on top of it.
+func (a *app) openAvatars() error {
+	cfg := a.cfg
+	var store avatars.Store
+	switch cfg.Avatar.Store {
+	case config.AvatarStoreS3:
+		s, err := avatars.NewS3Store(avatars.S3Options{
+			Endpoint:  cfg.S3.Endpoint,
+			UseSSL:    cfg.S3.UseSSL,
+			Bucket:    cfg.S3.Bucket,
+			Region:    cfg.S3.Region,
+			Prefix:    cfg.S3.Prefix,
+			AccessKey: cfg.S3.AccessKey.Reveal(),
+			SecretKey: cfg.S3.SecretKey.Reveal(),
+			PublicURL: cfg.S3.PublicURL,
+		})
+		if err != nil {
+			return fmt.Errorf("avatar store: %w", err)
+		}
+		a.s3, store = s, s
+	default:
+		s, err := avatars.NewLocalStore(filepath.Join(cfg.DataDir, "avatars"), cfg.PublicURL)
+		if err != nil {
+			return fmt.Errorf("avatar store: %w", err)
+		}
+		a.local, store = s, s
+	}
+	svc, err := avatars.New(store, a.log, avatars.Options{
+		CDNBase:     cfg.Discord.CDNURL,
+		PreferGuild: cfg.Avatar.PreferGuild,
+		Edge:        cfg.Avatar.Size,
+	})
+	if err != nil {
+		return fmt.Errorf("avatars: %w", err)
+	}
+	a.avatars = svc
+	return nil
 }
 
 func (a *app) openStore(ctx context.Context) (*sqlitestore.Store, error) {

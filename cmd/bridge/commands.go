@@ -2,84 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/discord-authentik-bridge/bridge/reconcile"
-	"github.com/discord-authentik-bridge/bridge/web"
 )
-
-func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool)) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, ok := loadConfig(lookup, stderr)
-	if !ok {
-		return 2
-	}
-	log := newLogger(cfg, stderr)
-	a, err := newApp(cfg, log)
-	if err != nil {
-		log.Error("start", "err", err)
-		return 1
-	}
-	store, err := a.openStore(ctx)
-	if err != nil {
-		log.Error("open store", "err", err)
-		return 1
-	}
-	defer store.Close()
-	rec := a.reconciler(store)
-	queue := reconcile.NewQueue(rec, 4, log)
-	ctrl := reconcile.NewController(rec, queue, cfg.Sync.ResyncInterval, log)
-	go ctrl.Run(ctx)
-
-	// The mapping is loaded in the background so that a slow Authentik delays readiness, not
-	// the start; until it is loaded /readyz says why.
-	go keepMappingLoaded(ctx, rec, cfg.Sync.MappingRefresh, log)
-
-	srv := web.New(web.Options{
-		WebhookSecret: cfg.Webhook.Secret.Reveal(),
-		SyncDeadline:  cfg.Webhook.SyncDeadline,
-		AllowPending:  cfg.Sync.GateAllowPending,
-		GuildID:       cfg.Discord.GuildID,
-		Discord:       a.discord,
-		Reconciler:    rec,
-		Retry: func(discordID string, userPKs []int32) {
-			queue.Retry(discordID, "hook_retry", userPKs)
-		},
-		Logger: log,
-		Ready: func(ctx context.Context) []string {
-			if _, ok := rec.MappingAge(); !ok {
-				return []string{"group mapping not loaded from Authentik yet"}
-			}
-			return nil
-		},
-	})
-	httpSrv := &http.Server{
-		Addr:              cfg.Listen,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      time.Minute,
-		IdleTimeout:       2 * time.Minute,
-	}
-	log.Info("bridge started", "version", version(), "listen", cfg.Listen,
-		"guild_id", cfg.Discord.GuildID, "authentik", cfg.Authentik.URL)
-	if err := srv.Serve(ctx, httpSrv); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error("serve", "err", err)
-		return 1
-	}
-	log.Info("bridge stopped")
-	return 0
-}
 
 // keepMappingLoaded loads the group mapping at start, retrying with a growing pause, and then
 // refreshes it every interval so that admins' edits of discord_role_id reach the hooks.

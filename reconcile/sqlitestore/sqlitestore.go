@@ -187,11 +187,13 @@ func (s *Store) writeSyncs(batch []reconcile.SyncRecord) error {
 	defer tx.Rollback()
 	stmt, err := tx.PrepareContext(ctx, `
 		INSERT INTO sync_status
-			(discord_id, user_pks, membership, trigger, result, error, changes, at, duration_us)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			(discord_id, user_pks, membership, trigger, result, error, changes, at, duration_us,
+			 avatar_error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (discord_id) DO UPDATE SET
 			user_pks = excluded.user_pks, membership = excluded.membership,
 			trigger = excluded.trigger, result = excluded.result, error = excluded.error,
+			avatar_error = excluded.avatar_error,
 			changes = excluded.changes, at = excluded.at, duration_us = excluded.duration_us
 		WHERE excluded.at >= sync_status.at`)
 	if err != nil {
@@ -205,7 +207,7 @@ func (s *Store) writeSyncs(batch []reconcile.SyncRecord) error {
 		}
 		if _, err := stmt.ExecContext(ctx, r.DiscordID, string(pks), r.Membership, r.Trigger,
 			string(r.Result), r.Error, r.Changes, r.At.UnixMilli(),
-			r.Duration.Microseconds()); err != nil {
+			r.Duration.Microseconds(), r.AvatarError); err != nil {
 			return err
 		}
 	}
@@ -224,10 +226,11 @@ func (s *Store) LastSync(ctx context.Context, discordID string) (reconcile.SyncR
 		at, us int64
 	)
 	err := s.db.QueryRowContext(ctx, `
-		SELECT discord_id, user_pks, membership, trigger, result, error, changes, at, duration_us
+		SELECT discord_id, user_pks, membership, trigger, result, error, changes, at, duration_us,
+			avatar_error
 		FROM sync_status WHERE discord_id = ?`, discordID).
 		Scan(&r.DiscordID, &pks, &r.Membership, &r.Trigger, &result, &r.Error, &r.Changes,
-			&at, &us)
+			&at, &us, &r.AvatarError)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, false, nil
 	}
