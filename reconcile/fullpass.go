@@ -141,6 +141,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		linked[c.Identifier] = append(linked[c.Identifier], c.UserPK)
 		rep.Linked++
 	}
+	r.setDirectory(members, linked)
 	var states map[int32]UserState
 	if r.store != nil {
 		if states, err = r.store.UserStates(ctx); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
@@ -81,6 +82,7 @@ type Reconciler struct {
 	opts    Options
 	mapping *mappingCache
 	locks   keyedMutex
+	dir     atomic.Pointer[directory]
 }
 
 // New returns a Reconciler. store may be nil in tools that keep no history.
