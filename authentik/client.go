@@ -306,12 +306,16 @@ type Update struct {
 	// Attributes maps owned keys to their new JSON values. Keys outside OwnedKeys are refused.
 	Attributes map[string]json.RawMessage
 	Name       *string
+	// Base, when set, holds the user's attributes as read moments ago by the same sync; the
+	// other keys are taken from it instead of reading the user again.
+	Base map[string]json.RawMessage
 }
 
-// UpdateUser applies u with a read-modify-write: it reads the user's attributes afresh, sets
-// only the owned keys in u, and sends every other key back exactly as read. Authentik has no
-// ETag, so a writer racing between the read and the PATCH can still lose; reading right before
-// the write keeps that window as short as the API allows.
+// UpdateUser applies u with a read-modify-write: it takes the user's attributes (u.Base, or a
+// fresh read), sets only the owned keys in u, and sends every other key back exactly as read.
+// Authentik has no ETag, so a writer racing between the read and the PATCH can still lose; a
+// sync reads the user milliseconds before it writes, which keeps that window as short as the
+// API allows.
 func (c *Client) UpdateUser(ctx context.Context, pk int32, u Update) error {
 	if len(u.Attributes) == 0 && u.Name == nil {
 		return nil
@@ -323,12 +327,16 @@ func (c *Client) UpdateUser(ctx context.Context, pk int32, u Update) error {
 	}
 	body := map[string]any{}
 	if len(u.Attributes) > 0 {
-		cur, err := c.User(ctx, pk)
-		if err != nil {
-			return err
+		base := u.Base
+		if base == nil {
+			cur, err := c.User(ctx, pk)
+			if err != nil {
+				return err
+			}
+			base = cur.Attributes
 		}
-		merged := make(map[string]json.RawMessage, len(cur.Attributes)+len(u.Attributes))
-		for k, v := range cur.Attributes {
+		merged := make(map[string]json.RawMessage, len(base)+len(u.Attributes))
+		for k, v := range base {
 			merged[k] = v
 		}
 		for k, v := range u.Attributes {

@@ -160,6 +160,8 @@ type UserPlan struct {
 	// stateChanged says it differs from what it remembers now.
 	state        UserState
 	stateChanged bool
+	// base is the user's attributes as the plan read them, the base of the attribute write.
+	base map[string]json.RawMessage
 }
 
 // GroupChange is one membership to add or remove, with the reason for it.
@@ -433,7 +435,7 @@ func (r *Reconciler) DesiredGroups(m *groupmatch.Mapping, ms guild.Membership) m
 }
 
 func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User, st UserState) UserPlan {
-	up := UserPlan{PK: u.PK, Username: u.Username, state: st}
+	up := UserPlan{PK: u.PK, Username: u.Username, state: st, base: u.Attributes}
 	present := ms.State != guild.StateAbsent
 	if present {
 		r.planReturn(&up, u)
@@ -780,7 +782,7 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 			}
 		}
 		if len(u.Attributes) > 0 || u.Name != nil {
-			upd := authentik.Update{Attributes: map[string]json.RawMessage{}}
+			upd := authentik.Update{Attributes: map[string]json.RawMessage{}, Base: u.base}
 			for _, a := range u.Attributes {
 				upd.Attributes[a.Key] = a.After
 			}
