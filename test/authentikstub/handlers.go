@@ -263,17 +263,19 @@ func (s *Server) updateUser(c *call, partial bool) reply {
 }
 
 func (s *Server) setUsername(u *user, raw json.RawMessage) string {
-	if msg := decodeString(raw, &u.username, false); msg != "" {
+	var name string
+	if msg := decodeString(raw, &name, false); msg != "" {
 		return msg
 	}
-	if len(u.username) > 150 {
+	if len(name) > 150 {
 		return "Ensure this field has no more than 150 characters."
 	}
-	for _, other := range s.users {
-		if other.pk != u.pk && other.username == u.username {
-			return "This field must be unique."
-		}
+	if pk, taken := s.pkOfUsername(name); taken && pk != u.pk {
+		return "This field must be unique."
 	}
+	delete(s.usernames, u.username)
+	u.username = name
+	s.usernames[name] = u.pk
 	return ""
 }
 
@@ -450,13 +452,11 @@ func hasAnyMember(g *group, pks map[int32]bool) bool {
 	return false
 }
 
+// pkOfUsername looks a username up in the index, which keeps seeding a large guild linear.
+// Caller holds s.mu.
 func (s *Server) pkOfUsername(name string) (int32, bool) {
-	for _, u := range s.users {
-		if u.username == name {
-			return u.pk, true
-		}
-	}
-	return 0, false
+	pk, ok := s.usernames[name]
+	return pk, ok
 }
 
 func (s *Server) getGroup(c *call) reply {

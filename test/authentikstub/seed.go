@@ -72,6 +72,7 @@ func (s *Server) AddUser(u User) int32 {
 	now := s.now()
 	pk := s.nextUser
 	s.nextUser++
+	s.usernames[u.Username] = pk
 	s.users[pk] = &user{
 		pk:        pk,
 		uuid:      s.newUUID(),
@@ -164,6 +165,7 @@ func (s *Server) DeleteUser(pk int32) {
 		s.violation("delete user: unknown user %d", pk)
 		return
 	}
+	delete(s.usernames, s.users[pk].username)
 	delete(s.users, pk)
 	for _, g := range s.groups {
 		delete(g.members, pk)

@@ -91,6 +91,7 @@ type Server struct {
 	idRand    *rand.Rand
 	now       func() time.Time
 	users     map[int32]*user
+	usernames map[string]int32 // index of users by username
 	groups    map[string]*group
 	sources   map[string]*source
 	conns     map[int32]*connection
@@ -132,6 +133,7 @@ func New(opts Options) (*Server, error) {
 		idRand:    rand.New(rand.NewPCG(seed, 0x6964)),
 		now:       time.Now,
 		users:     map[int32]*user{},
+		usernames: map[string]int32{},
 		groups:    map[string]*group{},
 		sources:   map[string]*source{},
 		conns:     map[int32]*connection{},
