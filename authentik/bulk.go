@@ -21,9 +21,10 @@ type GroupMembers struct {
 	Owned map[int32]json.RawMessage
 }
 
-// membersPageSize is small because one group of a large guild carries every member's pk (and
-// Authentik adds a partial user object per member): a page of a few groups stays a few MB.
-const membersPageSize = 5
+// membersPageSize is one because one group of a large guild carries every member's pk, and
+// Authentik adds a partial user object per member: a group of 15,000 members is 7 MB of JSON.
+// A page per group keeps the bridge's memory at the size of the largest group.
+const membersPageSize = 1
 
 // GroupsWithMembers lists every group with its attributes and member pks, for a full pass: it
 // gives every linked user's managed memberships without reading users one by one. The body is
@@ -36,10 +37,6 @@ func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) 
 			"include_users": {"true"},
 			"page":          {strconv.Itoa(int(page))},
 			"page_size":     {strconv.Itoa(membersPageSize)},
-		}
-		body, err := c.do(ctx, op, http.MethodGet, "/core/groups/?"+q.Encode(), nil)
-		if err != nil {
-			return nil, err
 		}
 		var raw struct {
 			Pagination pagination `json:"pagination"`
@@ -58,8 +55,12 @@ func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) 
 				} `json:"users_obj"`
 			} `json:"results"`
 		}
-		if err := json.Unmarshal(body, &raw); err != nil {
-			return nil, &Error{Op: op, Detail: "undecodable answer", Err: err}
+		err := retryRead(ctx, func() error {
+			raw.Results = nil
+			return c.getJSON(ctx, op, "/core/groups/?"+q.Encode(), &raw)
+		})
+		if err != nil {
+			return nil, err
 		}
 		for _, g := range raw.Results {
 			gm := GroupMembers{
@@ -157,4 +158,32 @@ func (c *Client) listIDs(ctx context.Context, path, field string, q url.Values) 
 func isNotFound(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// getJSON decodes a successful answer straight from the connection into v, without holding
+// the whole body, for the large pages of a full pass.
+func (c *Client) getJSON(ctx context.Context, op, path string, v any) error {
+	cfg := c.api.GetConfig()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, cfg.Servers[0].URL+path, nil)
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", cfg.UserAgent)
+	for k, val := range cfg.DefaultHeader {
+		req.Header.Set(k, val)
+	}
+	resp, err := cfg.HTTPClient.Do(req)
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		_, err := check(op, resp, nil)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return &Error{Op: op, Status: resp.StatusCode, Detail: "undecodable answer", Err: err}
+	}
+	return nil
 }

@@ -126,7 +126,11 @@ type User struct {
 // float64. The request is the one the generated client would send.
 func (c *Client) User(ctx context.Context, pk int32) (*User, error) {
 	op := fmt.Sprintf("get user %d", pk)
-	body, err := c.do(ctx, op, http.MethodGet, fmt.Sprintf("/core/users/%d/", pk), nil)
+	var body []byte
+	err := retryRead(ctx, func() (err error) {
+		body, err = c.do(ctx, op, http.MethodGet, fmt.Sprintf("/core/users/%d/", pk), nil)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +204,12 @@ func (c *Client) connections(ctx context.Context, search string) ([]Connection, 
 		if search != "" {
 			req = req.Search(search)
 		}
-		_, resp, err := req.Execute()
-		body, err := check(op, resp, err)
+		var body []byte
+		err := retryRead(ctx, func() error {
+			_, resp, err := req.Execute()
+			body, err = check(op, resp, err)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -247,9 +255,13 @@ func (c *Client) Groups(ctx context.Context) ([]groupmatch.Group, error) {
 	var out []groupmatch.Group
 	for page := int32(1); ; {
 		op := fmt.Sprintf("list groups, page %d", page)
-		_, resp, err := c.api.CoreAPI.CoreGroupsList(ctx).
-			IncludeUsers(false).Page(page).PageSize(pageSize).Execute()
-		body, err := check(op, resp, err)
+		var body []byte
+		err := retryRead(ctx, func() error {
+			_, resp, err := c.api.CoreAPI.CoreGroupsList(ctx).
+				IncludeUsers(false).Page(page).PageSize(pageSize).Execute()
+			body, err = check(op, resp, err)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}

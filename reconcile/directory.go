@@ -3,8 +3,6 @@ package reconcile
 import (
 	"sort"
 	"strings"
-
-	"github.com/bwmarrin/discordgo"
 )
 
 // Entry is what the bridge knows of one Discord account from the last full pass: the member
@@ -83,15 +81,11 @@ func linkedTo(e Entry, pks map[int32]bool) bool {
 }
 
 // setDirectory records the members and links a full pass read.
-func (r *Reconciler) setDirectory(members map[string]*discordgo.Member, linked map[string][]int32) {
+func (r *Reconciler) setDirectory(members map[string]liteMember, linked map[string][]int32) {
 	d := &directory{entries: make(map[string]Entry, len(members))}
 	for id, m := range members {
-		e := Entry{DiscordID: id, InGuild: true, Pending: m.Pending, Nick: m.Nick,
-			Roles: append([]string(nil), m.Roles...), UserPKs: linked[id]}
-		if m.User != nil {
-			e.Username, e.GlobalName = m.User.Username, m.User.GlobalName
-		}
-		d.entries[id] = e
+		d.entries[id] = Entry{DiscordID: id, InGuild: true, Pending: m.pending, Nick: m.nick,
+			Username: m.username, GlobalName: m.globalName, Roles: m.roles, UserPKs: linked[id]}
 	}
 	for id, pks := range linked {
 		if _, ok := d.entries[id]; !ok {

@@ -155,7 +155,8 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	)
 	for id, pks := range linked {
 		ms := guild.Membership{State: guild.StateAbsent}
-		if m, ok := members[id]; ok {
+		if lm, ok := members[id]; ok {
+			m := lm.member()
 			ms = guild.Membership{State: guild.StateMember, Member: m}
 			if m.Pending {
 				ms.State = guild.StatePending
@@ -263,9 +264,11 @@ func (rep *PassReport) addError(id string, err error) {
 	}
 }
 
-// listMembers pages through the whole guild.
-func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[string]*discordgo.Member, error) {
-	members := map[string]*discordgo.Member{}
+// listMembers pages through the whole guild. Members are kept in a compact form: a full
+// discordgo.Member per member would hold three times the memory for fields the bridge never
+// reads.
+func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[string]liteMember, error) {
+	members := map[string]liteMember{}
 	after := "0"
 	for {
 		page, err := dl.MembersPage(ctx, r.opts.GuildID, after, memberPage)
@@ -276,7 +279,7 @@ func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[strin
 			if m.User == nil {
 				continue
 			}
-			members[m.User.ID] = m
+			members[m.User.ID] = lite(m)
 			after = m.User.ID
 		}
 		if len(page) < memberPage {
@@ -287,6 +290,30 @@ func (r *Reconciler) listMembers(ctx context.Context, dl guildLister) (map[strin
 		return nil, fmt.Errorf("full pass: %w; is the Server Members intent on?", ErrNoMembers)
 	}
 	return members, nil
+}
+
+// liteMember is the part of a guild member the bridge uses.
+type liteMember struct {
+	id, username, globalName, discriminator, avatar string
+	nick, guildAvatar                               string
+	roles                                           []string
+	pending                                         bool
+}
+
+func lite(m *discordgo.Member) liteMember {
+	return liteMember{
+		id: m.User.ID, username: m.User.Username, globalName: m.User.GlobalName,
+		discriminator: m.User.Discriminator, avatar: m.User.Avatar,
+		nick: m.Nick, guildAvatar: m.Avatar, roles: m.Roles, pending: m.Pending,
+	}
+}
+
+func (l liteMember) member() *discordgo.Member {
+	return &discordgo.Member{
+		User: &discordgo.User{ID: l.id, Username: l.username, GlobalName: l.globalName,
+			Discriminator: l.discriminator, Avatar: l.avatar},
+		Nick: l.nick, Avatar: l.guildAvatar, Roles: l.roles, Pending: l.pending,
+	}
 }
 
 // quickDiff tells from the bulk data whether the users of one Discord account need a sync,

@@ -149,20 +149,20 @@ func (s *Server) sync(c echo.Context) error {
 	select {
 	case r := <-done:
 		if r.err != nil && !reconcile.Transient(r.err) {
-			s.metrics.sync.WithLabelValues("refused").Inc()
+			s.metrics.hookSync.WithLabelValues("refused").Inc()
 			return c.JSON(http.StatusConflict, syncResponse{
 				Status: "refused", Added: []string{}, Removed: []string{},
 				Message: "sync refused; it will not be retried: " + r.err.Error(),
 			})
 		}
 		if r.err != nil {
-			s.metrics.sync.WithLabelValues("error").Inc()
+			s.metrics.hookSync.WithLabelValues("error").Inc()
 			return c.JSON(http.StatusServiceUnavailable, syncResponse{
 				Status: "error", Added: []string{}, Removed: []string{},
 				Message: "sync failed; it will be retried: " + r.err.Error(),
 			})
 		}
-		s.metrics.sync.WithLabelValues(string(r.out.Result)).Inc()
+		s.metrics.hookSync.WithLabelValues(string(r.out.Result)).Inc()
 		resp := syncResponse{Status: string(r.out.Result), Added: r.out.Added,
 			Removed: r.out.Removed, Avatar: r.out.Avatar}
 		if resp.Added == nil {
@@ -173,7 +173,7 @@ func (s *Server) sync(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, resp)
 	case <-timer.C:
-		s.metrics.sync.WithLabelValues("queued").Inc()
+		s.metrics.hookSync.WithLabelValues("queued").Inc()
 		return c.JSON(http.StatusAccepted, syncResponse{
 			Status: "queued", Added: []string{}, Removed: []string{},
 			Message: "the sync is taking longer than the deadline and finishes in the background",

@@ -1,5 +1,6 @@
 // Package web is the bridge's HTTP face: the webhooks Authentik's expression policies call
-// during enrollment and login, health and readiness probes, and metrics.
+// during enrollment and login, the admin status page behind an Authentik login, health and
+// readiness probes, and metrics.
 package web
 
 import (
@@ -42,8 +43,13 @@ type Options struct {
 	Ready    func(ctx context.Context) []string
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Metrics are the bridge's series, registered with Registry; New makes them when nil.
+	Metrics *Metrics
 	// Routes lets other parts of the bridge add their own handlers, such as avatars.
 	Routes func(e *echo.Echo)
+	// Status feeds the admin page and the scrape-time metrics; nil leaves the page closed.
+	Status Status
+	Admin  AdminOptions
 }
 
 // Server holds the echo instance and the syncs still running after their caller was answered.
@@ -56,7 +62,8 @@ type Server struct {
 	lateCtx    context.Context
 	lateCancel context.CancelFunc
 	secretSum  [32]byte
-	metrics    *metrics
+	metrics    *Metrics
+	adm        *admin
 	// lateSlots bounds the syncs the hook runs at once, including those that outlived their
 	// caller, so a flood of logins against a slow upstream cannot pile up goroutines.
 	lateSlots chan struct{}
@@ -76,7 +83,14 @@ func New(o Options) *Server {
 	s := &Server{o: o, log: o.Logger, secretSum: sha256.Sum256([]byte(o.WebhookSecret)),
 		lateSlots: make(chan struct{}, maxLateSyncs)}
 	s.lateCtx, s.lateCancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(o.Registry)
+	s.metrics = o.Metrics
+	if s.metrics == nil {
+		s.metrics = NewMetrics(o.Registry)
+	}
+	if o.Status != nil {
+		s.metrics.setHealth(o.Status.Health)
+	}
+	s.adm = newAdmin(o, o.Logger)
 
 	e := echo.New()
 	e.HideBanner = true
@@ -99,6 +113,7 @@ func New(o Options) *Server {
 	if o.Routes != nil {
 		o.Routes(e)
 	}
+	s.adminRoutes(e)
 	s.e = e
 	return s
 }
@@ -192,7 +207,27 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(ae.Status)
 		return
 	}
+	if s.wantsPage(c) {
+		err := s.renderError(c, ae.Status, http.StatusText(ae.Status), ae.Message, false)
+		if err == nil {
+			return
+		}
+		s.log.Error("render error page", "err", err)
+	}
 	_ = c.JSON(ae.Status, map[string]string{"error": ae.Code, "message": ae.Message})
+}
+
+// wantsPage tells whether an error should be answered with a page: on the status page's
+// routes, and for a browser's request anywhere but the hooks.
+func (s *Server) wantsPage(c echo.Context) bool {
+	if s.adm == nil || s.adm.pages == nil {
+		return false
+	}
+	if v, _ := c.Get(htmlKey).(bool); v {
+		return true
+	}
+	return strings.Contains(c.Request().Header.Get(echo.HeaderAccept), "text/html") &&
+		!strings.HasPrefix(c.Request().URL.Path, "/v1/")
 }
 
 // Serve runs srv with the server's handler until ctx ends, then shuts down gracefully.

@@ -44,6 +44,8 @@ type app struct {
 	avatars   *avatars.Service
 	local     *avatars.LocalStore // set when avatars are kept in the data directory
 	s3        *avatars.S3Store    // set when avatars are kept in S3
+	// http is the client the Discord and Authentik clients share.
+	http *http.Client
 }
 
 func loadConfig(lookup func(string) (string, bool), stderr io.Writer) (*config.Config, bool) {
@@ -83,7 +85,16 @@ func upstreamClient() *http.Client {
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
+	return newAppWith(cfg, log, nil)
+}
+
+// newAppWith is newApp with the upstream transport wrapped by wrap (when not nil), which is
+// how serve times every call to Discord and Authentik.
+func newAppWith(cfg *config.Config, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) (*app, error) {
 	hc := upstreamClient()
+	if wrap != nil {
+		hc.Transport = wrap(hc.Transport)
+	}
 	ua := "discord-authentik-bridge/" + version()
 	dc, err := discord.NewClient(discord.Options{
 		Token:      cfg.Discord.Token.Reveal(),
@@ -105,7 +116,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, discord: dc, authentik: ak}
+	a := &app{cfg: cfg, log: log, discord: dc, authentik: ak, http: hc}
 	if err := a.openAvatars(); err != nil {
 		return nil, err
 	}
@@ -168,6 +179,7 @@ func (a *app) reconciler(store reconcile.Store) *reconcile.Reconciler {
 		RevokeOnLoss:    a.cfg.Sync.RevokeOnLoss,
 		MaxRemovalShare: a.cfg.Sync.MaxRemovalShare,
 		MappingRefresh:  a.cfg.Sync.MappingRefresh,
+		Avatars:         a.avatars,
 	})
 }
 

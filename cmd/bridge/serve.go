@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/discord-authentik-bridge/bridge/avatars"
+	"github.com/discord-authentik-bridge/bridge/config"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/reconcile"
 	"github.com/discord-authentik-bridge/bridge/web"
@@ -33,7 +36,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		return 2
 	}
 	log := newLogger(cfg, stderr)
-	a, err := newApp(cfg, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := web.NewMetrics(reg)
+	names := upstreamNames(cfg)
+	a, err := newAppWith(cfg, log, func(rt http.RoundTripper) http.RoundTripper {
+		return metrics.Transport(rt, names)
+	})
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
@@ -57,10 +67,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		}()
 	}
 
-	rec := a.reconciler(store)
+	rec := a.reconciler(metrics.Store(store))
 	queue := reconcile.NewQueue(rec, queueWorkers, log)
 	ctrl := reconcile.NewController(rec, queue, cfg.Sync.ResyncInterval, log)
+	roles := newRolesKeeper(a.discord, cfg.Discord.GuildID, log)
 	ctrl.AfterPass = func(ctx context.Context, _ *reconcile.PassReport) {
+		roles.poke()
 		collectAvatars(ctx, a.avatars, store, cfg.Avatar.GCAfter, log)
 	}
 	goRun(func() { ctrl.Run(ctx) })
@@ -76,7 +88,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 			GuildID: cfg.Discord.GuildID,
 			APIURL:  cfg.Discord.APIURL,
 			Logger:  log,
-			Handle:  ctrl.HandleEvent,
+			Handle: func(ev discord.Event) {
+				ctrl.HandleEvent(ev)
+				if ev.Kind == discord.EventRoleUpdate || ev.Kind == discord.EventRoleDelete {
+					roles.poke()
+				}
+			},
 		})
 		if err != nil {
 			log.Error("gateway", "err", err)
@@ -92,6 +109,29 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 	}
 
 	s3 := newS3Probe(a.s3)
+	ready := func(ctx context.Context) []string {
+		var reasons []string
+		if _, ok := rec.MappingAge(); !ok {
+			reasons = append(reasons, "group mapping not loaded from Authentik yet")
+		}
+		if gw != nil {
+			switch st := gw.Status(); st.State {
+			case discord.GatewayIntentRefused, discord.GatewayAuthFailed:
+				reasons = append(reasons, "discord gateway: "+st.Reason)
+			}
+		}
+		if err := s3.check(ctx); err != nil {
+			reasons = append(reasons, "avatar store: "+err.Error())
+		}
+		return reasons
+	}
+	probe := &authentikProbe{ak: a.authentik, url: cfg.Authentik.URL, log: log}
+	goRun(func() { probe.run(ctx) })
+	goRun(func() { roles.run(ctx) })
+	status := &statusSource{cfg: cfg, rec: rec, ctrl: ctrl, store: store, gw: gw,
+		dc: a.discord, ak: a.authentik, hc: a.http, avatars: a.avatars, roles: roles,
+		probe: probe, groups: &groupNames{ak: a.authentik}, ready: ready, started: time.Now()}
+
 	srv := web.New(web.Options{
 		WebhookSecret: cfg.Webhook.Secret.Reveal(),
 		SyncDeadline:  cfg.Webhook.SyncDeadline,
@@ -102,22 +142,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		Retry: func(discordID string, userPKs []int32) {
 			queue.Retry(discordID, "hook_retry", userPKs)
 		},
-		Logger: log,
-		Ready: func(ctx context.Context) []string {
-			var reasons []string
-			if _, ok := rec.MappingAge(); !ok {
-				reasons = append(reasons, "group mapping not loaded from Authentik yet")
-			}
-			if gw != nil {
-				switch st := gw.Status(); st.State {
-				case discord.GatewayIntentRefused, discord.GatewayAuthFailed:
-					reasons = append(reasons, "discord gateway: "+st.Reason)
-				}
-			}
-			if err := s3.check(ctx); err != nil {
-				reasons = append(reasons, "avatar store: "+err.Error())
-			}
-			return reasons
+		Logger:   log,
+		Ready:    ready,
+		Registry: reg,
+		Metrics:  metrics,
+		Status:   status,
+		Admin: web.AdminOptions{
+			PublicURL: cfg.PublicURL,
+			OIDC: web.OIDCOptions{
+				Issuer:       cfg.OIDC.Issuer,
+				ClientID:     cfg.OIDC.ClientID,
+				ClientSecret: cfg.OIDC.ClientSecret.Reveal(),
+				AdminGroups:  cfg.OIDC.AdminGroups,
+			},
+			DevNoLogin:   cfg.DevNoLogin,
+			AppRoles:     cfg.AppRoles,
+			HTTPClient:   a.http,
+			ImageOrigins: imageOrigins(cfg),
+			Version:      version(),
 		},
 		Routes: func(e *echo.Echo) {
 			if a.local != nil {
@@ -136,7 +178,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 	}
 	log.Info("bridge started", "version", version(), "listen", cfg.Listen,
 		"guild_id", cfg.Discord.GuildID, "authentik", cfg.Authentik.URL,
-		"avatar_store", cfg.Avatar.Store, "gateway", cfg.Gateway)
+		"avatar_store", cfg.Avatar.Store, "gateway", cfg.Gateway,
+		"status_page", statusPageMode(cfg))
 	err = srv.Serve(ctx, httpSrv)
 	cancel()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -192,4 +235,16 @@ func (p *s3Probe) check(ctx context.Context) error {
 	defer cancel()
 	p.err, p.checked = p.s3.Check(cctx), time.Now()
 	return p.err
+}
+
+// statusPageMode says how the status page is reached, for the start-up log line.
+func statusPageMode(cfg *config.Config) string {
+	switch {
+	case cfg.DevNoLogin:
+		return "open without login (development)"
+	case cfg.OIDC.Issuer != "":
+		return "login through " + cfg.OIDC.Issuer
+	default:
+		return "closed: OIDC not configured"
+	}
 }

@@ -530,7 +530,7 @@ func (s *Server) listConnections(c *call) reply {
 	defer s.mu.Unlock()
 
 	var list []*connection
-	for _, conn := range s.conns {
+	for _, conn := range s.sortedConns() {
 		switch {
 		case has(q, "source__slug") && conn.source.slug != q.Get("source__slug"),
 			has(q, "user") && strconv.Itoa(int(conn.userPK)) != q.Get("user"),
@@ -540,9 +540,6 @@ func (s *Server) listConnections(c *call) reply {
 		}
 		list = append(list, conn)
 	}
-	slices.SortFunc(list, func(a, b *connection) int {
-		return cmp.Or(strings.Compare(a.source.slug, b.source.slug), cmp.Compare(a.pk, b.pk))
-	})
 
 	lo, hi, p, bad := paginate(q, len(list))
 	if bad != nil {
@@ -681,4 +678,20 @@ func (k grantKind) del(s *Server, c *call) reply {
 	}
 	delete(k.store(s), g.pk)
 	return reply{status: http.StatusNoContent}
+}
+
+// sortedConns returns the connections in Authentik's order (source slug, then pk). The order
+// is kept between requests, so paging through a large guild does not sort it once per page.
+// Caller holds s.mu.
+func (s *Server) sortedConns() []*connection {
+	if s.connOrder == nil {
+		s.connOrder = make([]*connection, 0, len(s.conns))
+		for _, c := range s.conns {
+			s.connOrder = append(s.connOrder, c)
+		}
+		slices.SortFunc(s.connOrder, func(a, b *connection) int {
+			return cmp.Or(strings.Compare(a.source.slug, b.source.slug), cmp.Compare(a.pk, b.pk))
+		})
+	}
+	return s.connOrder
 }

@@ -173,6 +173,7 @@ func (s *Server) DeleteUser(pk int32) {
 	for id, c := range s.conns {
 		if c.userPK == pk {
 			delete(s.conns, id)
+			s.connOrder = nil
 		}
 	}
 	for id, se := range s.sessions {
@@ -321,6 +322,7 @@ func (s *Server) AddConnection(sourceSlug string, userPK int32, identifier strin
 	}
 	pk := s.nextConn
 	s.nextConn++
+	s.connOrder = nil
 	s.conns[pk] = &connection{
 		pk:         pk,
 		userPK:     userPK,
@@ -343,6 +345,7 @@ func (s *Server) DeleteConnection(pk int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, pk)
+	s.connOrder = nil
 }
 
 // AddSession gives a user a logged-in browser session and returns its UUID.

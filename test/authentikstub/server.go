@@ -92,6 +92,7 @@ type Server struct {
 	now       func() time.Time
 	users     map[int32]*user
 	usernames map[string]int32 // index of users by username
+	connOrder []*connection    // s.conns in list order; nil when it must be rebuilt
 	groups    map[string]*group
 	sources   map[string]*source
 	conns     map[int32]*connection
@@ -103,6 +104,9 @@ type Server struct {
 	nextConn  int32
 	nextGrant int32
 	selfPK    int32
+
+	// oidc is the OpenID provider of oidc.go; its maps are guarded by mu as well.
+	oidc oidcState
 }
 
 // New loads the schemas (once per process) unless validation is off, and starts listening.
@@ -338,8 +342,13 @@ func fieldError(field, msg string) reply {
 }
 
 // ServeHTTP runs every API request through the same steps as Authentik (routing, faults,
-// authentication, validation, the view) and validates whatever is answered.
+// authentication, validation, the view) and validates whatever is answered. Paths under
+// /application/o/ belong to the OpenID provider of oidc.go instead.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, oidcPrefix) {
+		s.serveOIDC(w, r)
+		return
+	}
 	if !strings.HasPrefix(r.URL.Path, apiPrefix) {
 		writeJSON(w, detail(http.StatusNotFound, "Not found."))
 		return

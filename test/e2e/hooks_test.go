@@ -84,11 +84,13 @@ func seed(t *testing.T, e *env) world {
 	m.User.ID, m.User.Username, m.User.GlobalName = nellyID, "nelly", discordstub.Ptr("Nelly N.")
 	m.Roles = []string{roleMember, roleAdmin}
 	mustSetMember(t, e, m)
+	serveAvatar(t, e, m)
 
 	p := discordstub.ExampleMember()
 	p.User.ID, p.User.Username, p.Pending = pendingID, "pat", true
 	p.Roles = []string{roleMember}
 	mustSetMember(t, e, p)
+	serveAvatar(t, e, p)
 	return w
 }
 
@@ -96,6 +98,15 @@ func mustSetMember(t *testing.T, e *env, m discordstub.Member) {
 	t.Helper()
 	if err := e.dc.SetMember(m); err != nil {
 		t.Fatalf("seed member %s: %v", m.User.ID, err)
+	}
+}
+
+// serveAvatar puts a real image on the stand-in's CDN as m's avatar, so syncs host it.
+func serveAvatar(t *testing.T, e *env, m discordstub.Member) {
+	t.Helper()
+	if m.User.Avatar != nil {
+		e.dc.SetAvatar("avatars/"+m.User.ID+"/"+*m.User.Avatar+".png", "image/png",
+			readImage(t, "tux.png"))
 	}
 }
 
@@ -261,7 +272,7 @@ func TestSyncCLI_DryRunThenApply(t *testing.T) {
 	}
 
 	out, errOut, code = e.cli("sync", "--discord-id", nellyID)
-	if code != 0 || !strings.Contains(out, "applied 5 change(s)") {
+	if code != 0 || !strings.Contains(out, "applied 6 change(s)") || !strings.Contains(out, "~ attributes.avatar") {
 		t.Fatalf("sync exited %d:\n%s\n%s", code, out, errOut)
 	}
 	if !contains(e.ak.UserGroupNames(w.nelly), "makerspace-admins") {
