@@ -26,11 +26,11 @@ type GroupMembers struct {
 // A page per group keeps the bridge's memory at the size of the largest group.
 const membersPageSize = 1
 
-// GroupsWithMembers lists every group with its attributes and member pks, for a full pass: it
-// gives every linked user's managed memberships without reading users one by one. The body is
-// decoded directly; the generated model would decode each member's object three times.
-func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) {
-	var out []GroupMembers
+// GroupsWithMembers hands every group with its attributes and member pks to visit, one at a
+// time, for a full pass: it gives every linked user's managed memberships without reading
+// users one by one, and the caller keeps only what it needs of each page. The body is decoded
+// directly; the generated model would decode each member's object three times.
+func (c *Client) GroupsWithMembers(ctx context.Context, visit func(GroupMembers) error) error {
 	for page := int32(1); ; {
 		op := fmt.Sprintf("list groups with members, page %d", page)
 		q := url.Values{
@@ -60,7 +60,7 @@ func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) 
 			return c.getJSON(ctx, op, "/core/groups/?"+q.Encode(), &raw)
 		})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, g := range raw.Results {
 			gm := GroupMembers{
@@ -74,11 +74,13 @@ func (c *Client) GroupsWithMembers(ctx context.Context) ([]GroupMembers, error) 
 					gm.Owned[u.PK] = u.Attributes.Discord
 				}
 			}
-			out = append(out, gm)
+			if err := visit(gm); err != nil {
+				return err
+			}
 		}
 		next, ok := raw.Pagination.nextPage(page)
 		if !ok {
-			return out, nil
+			return nil
 		}
 		page = next
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,7 +30,7 @@ type guildLister interface {
 
 // bulkAuthentik is what a full pass needs from Authentik besides single users.
 type bulkAuthentik interface {
-	GroupsWithMembers(ctx context.Context) ([]authentik.GroupMembers, error)
+	GroupsWithMembers(ctx context.Context, visit func(authentik.GroupMembers) error) error
 	Connections(ctx context.Context) ([]authentik.Connection, error)
 }
 
@@ -88,33 +89,47 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		return rep, errors.New("full pass: the Authentik client cannot list in bulk")
 	}
 
-	groups, err := bulk.GroupsWithMembers(ctx)
+	var states map[int32]UserState
+	if r.store != nil {
+		var err error
+		if states, err = r.store.UserStates(ctx); err != nil {
+			return rep, fmt.Errorf("full pass: %w", err)
+		}
+	}
+
+	// Groups come page by page; of each, the pass keeps the member pks and, for users it
+	// remembers nothing about, their listed attributes.discord.
+	var (
+		plain     []groupmatch.Group
+		membersOf = map[string][]int32{}        // group uuid → member pks
+		owned     = map[int32]json.RawMessage{} // pk → attributes.discord, unknown users only
+	)
+	err := bulk.GroupsWithMembers(ctx, func(g authentik.GroupMembers) error {
+		plain = append(plain, g.Group)
+		membersOf[g.UUID] = g.Members
+		for pk, raw := range g.Owned {
+			if _, known := states[pk]; !known {
+				owned[pk] = raw
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return rep, fmt.Errorf("full pass: %w", err)
-	}
-	plain := make([]groupmatch.Group, len(groups))
-	for i, g := range groups {
-		plain[i] = g.Group
 	}
 	mapping := groupmatch.Build(plain, groupmatch.Options{AllowSuperuser: r.opts.AllowSuperuser})
 	r.mapping.set(mapping)
 	rep.Invalid = mapping.Invalid()
-	current := map[int32]map[string]bool{} // user pk → managed groups it is in
-	owned := map[int32]json.RawMessage{}   // user pk → attributes.discord as listed
-	for _, g := range groups {
-		for pk, raw := range g.Owned {
-			owned[pk] = raw
-		}
-		if !mapping.Managed(g.UUID) {
+	current := map[int32][]string{} // user pk → managed groups it is in
+	for uuid, pks := range membersOf {
+		if !mapping.Managed(uuid) {
 			continue
 		}
-		for _, pk := range g.Members {
-			if current[pk] == nil {
-				current[pk] = map[string]bool{}
-			}
-			current[pk][g.UUID] = true
+		for _, pk := range pks {
+			current[pk] = append(current[pk], uuid)
 		}
 	}
+	membersOf = nil
 
 	roles, err := dl.Roles(ctx, r.opts.GuildID)
 	if err != nil {
@@ -142,12 +157,6 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		rep.Linked++
 	}
 	r.setDirectory(members, linked)
-	var states map[int32]UserState
-	if r.store != nil {
-		if states, err = r.store.UserStates(ctx); err != nil {
-			return rep, fmt.Errorf("full pass: %w", err)
-		}
-	}
 
 	var (
 		todo    []passItem
@@ -322,7 +331,7 @@ func (l liteMember) member() *discordgo.Member {
 // bridge remembers nothing about (a new data directory) is compared with the attributes the
 // group listing carried, and its fingerprint is learned when they match.
 func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks []int32,
-	current map[int32]map[string]bool, states map[int32]UserState,
+	current map[int32][]string, states map[int32]UserState,
 	owned map[int32]json.RawMessage, learned *[]UserState) (stale, removes bool) {
 	present := ms.State != guild.StateAbsent
 	if !present && r.opts.OnLeave == OnLeaveKeep {
@@ -340,13 +349,13 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 	}
 	for _, pk := range pks {
 		have := current[pk]
-		for g := range have {
+		for _, g := range have {
 			if !desired[g] {
 				stale, removes = true, true
 			}
 		}
 		for g := range desired {
-			if !have[g] {
+			if !slices.Contains(have, g) {
 				stale = true
 			}
 		}

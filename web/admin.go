@@ -43,11 +43,17 @@ type AdminOptions struct {
 const (
 	memberTimeout  = 30 * time.Second
 	previewTimeout = 50 * time.Second
-	searchLimit    = 50
-	activityLimit  = 50
-	maxPlansShown  = 200
-	defaultAppRole = "user"
 )
+
+// Limits of what one page shows.
+const (
+	searchLimit   = 50
+	activityLimit = 50
+	maxPlansShown = 200
+)
+
+// defaultAppRole is what apps commonly give a user whom no mapping entry matches.
+const defaultAppRole = "user"
 
 // admin is the status page's state.
 type admin struct {
@@ -251,7 +257,9 @@ func (s *Server) member(c echo.Context) error {
 // the first role, in the configured order, one of whose groups the user is in.
 func (a *admin) appRole(groups []string) string {
 	for _, r := range a.appRoles {
-		if slices.ContainsFunc(r.Groups, func(g string) bool { return slices.Contains(groups, g) }) {
+		if slices.ContainsFunc(r.Groups, func(g string) bool {
+			return slices.Contains(groups, g)
+		}) {
 			return r.Name
 		}
 	}

@@ -173,7 +173,9 @@ func (s *Server) callback(c echo.Context) error {
 	}
 	oc, verifier, err := s.adm.auth.setup(c.Request().Context())
 	if err != nil {
-		return err
+		s.log.Warn("status page login unavailable", "err", err)
+		return s.renderError(c, http.StatusServiceUnavailable, "Login unavailable",
+			"Authentik's OpenID configuration could not be read. Try again in a minute.", true)
 	}
 
 	ctx, cancel := context.WithTimeout(c.Request().Context(), oidcTimeout)
@@ -182,7 +184,8 @@ func (s *Server) callback(c echo.Context) error {
 	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(l.verifier))
 	if err != nil {
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) {
+		if errors.As(err, &re) && re.Response != nil {
+			// Only the code and status: the answer's body is the provider's to word.
 			s.log.Warn("status page login: code exchange refused", "error_code", re.ErrorCode,
 				"status", re.Response.StatusCode)
 		} else {

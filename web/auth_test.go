@@ -3,8 +3,10 @@ package web
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -376,5 +378,67 @@ func TestSafeNext(t *testing.T) {
 		if got := safeNext(tt.in); got != tt.want {
 			t.Errorf("safeNext(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestCallback_ExchangeRefused(t *testing.T) {
+	const wrong = "a-wrong-client-secret-value"
+	idp := newFakeIdP(t)
+	idp.setUser(idpUser{Sub: "u1", Username: "alice", Groups: []string{adminGroup}})
+	b := newBridge(t, &fakeStatus{}, func(o *Options) {
+		o.Admin.OIDC = OIDCOptions{Issuer: idp.srv.URL, ClientID: testClientID,
+			ClientSecret: wrong, AdminGroups: []string{adminGroup}}
+		o.Admin.HTTPClient = idp.srv.Client()
+	})
+	seen := b.login("/")
+	last := seen[len(seen)-1]
+	if last.Status != http.StatusBadGateway {
+		t.Fatalf("callback with a refused exchange: status %d, want 502", last.Status)
+	}
+	if b.cookie(sessionCookie) != nil {
+		t.Errorf("a session was made without tokens")
+	}
+	mustContain(t, "log", b.logs.String(), "invalid_client")
+	for _, p := range seen {
+		if strings.HasPrefix(p.URL, b.srv.URL+"/") && strings.Contains(p.Body, wrong) {
+			t.Errorf("the client secret shows on %s", p.URL)
+		}
+	}
+	if strings.Contains(b.logs.String(), wrong) {
+		t.Errorf("the client secret is in the log")
+	}
+}
+
+// Discovery happens at the first login and is tried again after a failure, so an Authentik
+// that was down when the bridge started does not keep the page closed.
+func TestLogin_DiscoveryRetried(t *testing.T) {
+	idp := newFakeIdP(t)
+	var down atomic.Bool
+	down.Store(true)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		idp.srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	idp.srv.URL = front.URL // the issuer the provider names is the front's
+	b := newBridge(t, &fakeStatus{}, func(o *Options) {
+		o.Admin.OIDC = OIDCOptions{Issuer: front.URL, ClientID: testClientID,
+			ClientSecret: testClientSecret, AdminGroups: []string{adminGroup}}
+	})
+
+	p := b.get("/auth/login")
+	if p.Status != http.StatusServiceUnavailable {
+		t.Fatalf("login with Authentik down: status %d, want 503", p.Status)
+	}
+	mustContain(t, "page", p.Body, "BRIDGE_OIDC_ISSUER", front.URL)
+
+	down.Store(false)
+	p = b.get("/auth/login")
+	if p.Status != http.StatusFound || !strings.HasPrefix(p.Header.Get("Location"), front.URL+"/authorize?") {
+		t.Errorf("login after Authentik came back: status %d to %q, want 302 to the provider",
+			p.Status, p.Header.Get("Location"))
 	}
 }

@@ -57,8 +57,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Changes applied to Authentik by kind, as written to the audit log.",
 		}, []string{"kind"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "bridge_upstream_request_duration_seconds",
-			Help:    "Duration of HTTP calls to Discord and Authentik; code is \"error\" when no answer arrived.",
+			Name: "bridge_upstream_request_duration_seconds",
+			Help: "Duration of HTTP calls to Discord and Authentik; code is \"error\" " +
+				"when no answer arrived.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"upstream", "host", "method", "code"}),
 		// Series that exist from the start let rate() see the first error.

@@ -75,7 +75,9 @@ func loadPages() (*pages, error) {
 		"raw":    prettyJSON,
 		"pretty": func(s string) string { return prettyJSON(json.RawMessage(s)) },
 		"kinds":  func() []reconcile.ChangeKind { return changeKinds },
-		"asset":  func(name string) string { return "/static/" + name + "?v=" + p.static[name].version },
+		"asset": func(name string) string {
+			return "/static/" + name + "?v=" + p.static[name].version
+		},
 		"plural": plural,
 		"stateClass": func(st discord.GatewayState) string {
 			switch st {

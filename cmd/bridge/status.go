@@ -412,7 +412,8 @@ func (s *statusSource) Activity(ctx context.Context, f reconcile.ChangeFilter) (
 	return s.store.Changes(ctx, f)
 }
 
-func (s *statusSource) SyncMember(ctx context.Context, discordID, trigger string, dryRun bool) (*reconcile.Outcome, error) {
+func (s *statusSource) SyncMember(ctx context.Context, discordID, trigger string,
+	dryRun bool) (*reconcile.Outcome, error) {
 	out, err := s.rec.Sync(ctx, reconcile.Target{DiscordID: discordID}, trigger, dryRun)
 	if err == nil && !dryRun {
 		s.roles.poke()
@@ -421,7 +422,8 @@ func (s *statusSource) SyncMember(ctx context.Context, discordID, trigger string
 }
 
 // errPreviewRunning answers a second dry full pass while one runs.
-var errPreviewRunning = errors.New("a dry run of a full pass is already running; wait for it and try again")
+var errPreviewRunning = errors.New(
+	"a dry run of a full pass is already running; wait for it and try again")
 
 func (s *statusSource) PreviewAll(ctx context.Context) (*reconcile.PassReport, error) {
 	if !s.previewing.TryLock() {

@@ -530,15 +530,21 @@ func (s *Server) listConnections(c *call) reply {
 	defer s.mu.Unlock()
 
 	var list []*connection
-	for _, conn := range s.sortedConns() {
-		switch {
-		case has(q, "source__slug") && conn.source.slug != q.Get("source__slug"),
-			has(q, "user") && strconv.Itoa(int(conn.userPK)) != q.Get("user"),
-			!searchMatch(q.Get("search"), s.users[conn.userPK].username, conn.source.slug,
-				conn.identifier):
-			continue
+	if !has(q, "user") && q.Get("search") == "" {
+		// The bridge's full pass pages through one source; a scan per page would make the
+		// stand-in, not the bridge, the cost of a large guild.
+		list = s.sortedConns(q.Get("source__slug"))
+	} else {
+		for _, conn := range s.sortedConns("") {
+			switch {
+			case has(q, "source__slug") && conn.source.slug != q.Get("source__slug"),
+				has(q, "user") && strconv.Itoa(int(conn.userPK)) != q.Get("user"),
+				!searchMatch(q.Get("search"), s.users[conn.userPK].username, conn.source.slug,
+					conn.identifier):
+				continue
+			}
+			list = append(list, conn)
 		}
-		list = append(list, conn)
 	}
 
 	lo, hi, p, bad := paginate(q, len(list))
@@ -680,18 +686,22 @@ func (k grantKind) del(s *Server, c *call) reply {
 	return reply{status: http.StatusNoContent}
 }
 
-// sortedConns returns the connections in Authentik's order (source slug, then pk). The order
-// is kept between requests, so paging through a large guild does not sort it once per page.
-// Caller holds s.mu.
-func (s *Server) sortedConns() []*connection {
+// sortedConns returns the connections of one source, or of all when slug is "", in
+// Authentik's order (source slug, then pk). The lists are kept between requests, so paging
+// through a large guild neither scans nor sorts it once per page. Caller holds s.mu.
+func (s *Server) sortedConns(slug string) []*connection {
 	if s.connOrder == nil {
-		s.connOrder = make([]*connection, 0, len(s.conns))
+		all := make([]*connection, 0, len(s.conns))
 		for _, c := range s.conns {
-			s.connOrder = append(s.connOrder, c)
+			all = append(all, c)
 		}
-		slices.SortFunc(s.connOrder, func(a, b *connection) int {
+		slices.SortFunc(all, func(a, b *connection) int {
 			return cmp.Or(strings.Compare(a.source.slug, b.source.slug), cmp.Compare(a.pk, b.pk))
 		})
+		s.connOrder = map[string][]*connection{"": all}
+		for _, c := range all {
+			s.connOrder[c.source.slug] = append(s.connOrder[c.source.slug], c)
+		}
 	}
-	return s.connOrder
+	return s.connOrder[slug]
 }

@@ -91,8 +91,8 @@ type Server struct {
 	idRand    *rand.Rand
 	now       func() time.Time
 	users     map[int32]*user
-	usernames map[string]int32 // index of users by username
-	connOrder []*connection    // s.conns in list order; nil when it must be rebuilt
+	usernames map[string]int32         // index of users by username
+	connOrder map[string][]*connection // s.conns by source slug ("" for all) in list order; nil when stale
 	groups    map[string]*group
 	sources   map[string]*source
 	conns     map[int32]*connection
