@@ -221,6 +221,12 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	default:
 		r.applyAll(ctx, todo, o.Trigger, rep)
 	}
+	r.badAvatars.Range(func(k, v any) bool {
+		if r.opts.Now().Sub(v.(avatarFailure).at) >= avatarRetryAfter {
+			r.badAvatars.Delete(k)
+		}
+		return true
+	})
 	r.log.Info("full pass finished", "trigger", o.Trigger, "members", rep.Members,
 		"linked", rep.Linked, "stale", rep.Stale, "queued", rep.Queued, "applied", rep.Applied,
 		"changes", rep.Changes, "errors", rep.Errors, "took", r.opts.Now().Sub(rep.Started))

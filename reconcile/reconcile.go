@@ -83,6 +83,9 @@ type Reconciler struct {
 	mapping *mappingCache
 	locks   keyedMutex
 	dir     atomic.Pointer[directory]
+	// badAvatars maps a CDN URL that failed for good to its avatarFailure; every full pass
+	// sweeps out the expired ones.
+	badAvatars sync.Map
 }
 
 // New returns a Reconciler. store may be nil in tools that keep no history.
@@ -521,10 +524,27 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 		}
 		return
 	}
+	keep := func(msg string) {
+		up.AvatarError = msg
+		attr.Avatar, attr.AvatarURL = currentHash(u), nonEmpty(cur.URL)
+	}
+	if stale {
+		if failed, ok := r.badAvatars.Load(src.URL); ok {
+			f := failed.(avatarFailure)
+			if r.opts.Now().Sub(f.at) < avatarRetryAfter {
+				keep(f.msg + " (not retried before " + f.at.Add(avatarRetryAfter).UTC().Format(time.RFC3339) + ")")
+				return
+			}
+			r.badAvatars.Delete(src.URL)
+		}
+	}
 	res, err := r.opts.Avatars.Sync(ctx, am, cur)
 	if err != nil {
-		up.AvatarError = err.Error()
-		attr.Avatar, attr.AvatarURL = currentHash(u), nonEmpty(cur.URL)
+		keep(err.Error())
+		if !avatars.Retryable(err) {
+			// A picture that is broken now stays broken: do not fetch it at every login.
+			r.badAvatars.Store(src.URL, avatarFailure{at: r.opts.Now(), msg: err.Error()})
+		}
 		r.log.Warn("avatar not refreshed; the old one stays", "user_pk", u.PK, "err", err)
 		return
 	}
@@ -532,6 +552,16 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 	if up.state.AvatarKey != res.Key {
 		up.state.AvatarKey, up.stateChanged = res.Key, true
 	}
+}
+
+// avatarRetryAfter is how long a source that failed for good (not an image, 404, too big) is
+// left alone before it is fetched again. A new avatar has a new URL and is fetched at once.
+const avatarRetryAfter = 10 * time.Minute
+
+// avatarFailure is a source that could not be turned into an avatar.
+type avatarFailure struct {
+	at  time.Time
+	msg string
 }
 
 // avatarHash is the hash attributes.discord.avatar names: the guild avatar when it is the

@@ -38,16 +38,18 @@ python3 - "$out/standins.json" "$members" <<'PY'
 import json, math, sys
 c = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 routes = c["authentik_routes"]
+cdn = sum(v for k, v in c["discord_routes"].items() if "/cdn/" in k)
+api = c["discord_calls"] - cdn
 writes = c["authentik_writes"]
 member_pages = math.floor(n / 1000) + 1
 conn_pages = math.ceil(n / 100)
 group_pages = sum(v for k, v in routes.items() if k.startswith("GET /api/v3/core/groups/"))
 bound = member_pages + conn_pages + group_pages + writes
-total = c["authentik_reads"] + writes + c["discord_calls"]
-print(f"discord calls {c['discord_calls']} (member pages {member_pages} + roles 1), "
+total = c["authentik_reads"] + writes + api
+print(f"discord API calls {api} (member pages {member_pages} + roles 1), CDN fetches {cdn}, "
       f"authentik reads {c['authentik_reads']}, writes {writes}")
 print(f"lower bound {bound} = member pages {member_pages} + connection pages {conn_pages} "
-      f"+ group pages {group_pages} + writes {writes}; made {total} = {total/bound:.3f} x bound")
+      f"+ group pages {group_pages} + writes {writes}; API calls made {total} = {total/bound:.3f} x bound")
 for k, v in sorted(routes.items()):
     print(f"  {v:7d} {k}")
 PY

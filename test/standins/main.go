@@ -54,6 +54,7 @@ func main() {
 	validate := flag.Bool("validate", false, "validate Authentik traffic against the schemas (slow; off for load runs)")
 	converged := flag.Bool("converged", false, "seed Authentik already in line with the guild")
 	staleShare := flag.Float64("stale-share", 0.01, "share of members whose roles SIGUSR2 changes")
+	avatarFile := flag.String("avatar", "avatars/testdata/tux.png", "image served as every member's avatar (\"\" for none)")
 	flag.Parse()
 
 	ak, err := authentikstub.New(authentikstub.Options{Token: akToken, NoValidate: !*validate})
@@ -84,6 +85,13 @@ func main() {
 	dc.SetRoles(roleObjs...)
 	staff := ak.AddGroup(authentikstub.Group{Name: "staff", Attributes: json.RawMessage(`{}`)})
 
+	var avatar []byte
+	if *avatarFile != "" {
+		if avatar, err = os.ReadFile(*avatarFile); err != nil {
+			log.Fatalf("avatar image: %v (run from the repository root, or pass -avatar)", err)
+		}
+	}
+
 	var lines []string
 	for i := range *members {
 		id := strconv.FormatUint(80351110224600000+uint64(i), 10)
@@ -94,6 +102,9 @@ func main() {
 		m.Roles = []string{w.roles[i%n], w.roles[(i+7)%n], w.roles[(i+13)%n]}
 		if err := dc.SetMember(m); err != nil {
 			log.Fatalf("seed member: %v", err)
+		}
+		if avatar != nil && m.User.Avatar != nil {
+			dc.SetAvatar("avatars/"+id+"/"+*m.User.Avatar+".png", "image/png", avatar)
 		}
 		w.members = append(w.members, m)
 

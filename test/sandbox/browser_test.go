@@ -1,0 +1,802 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+)
+
+// screenshotsEnv names the directory, relative to the repository's root unless absolute, that
+// TestBrowser saves its screenshots of the status page to. Unset (as in CI) saves none, so
+// that a test run never rewrites the tracked docs/screenshots.
+const screenshotsEnv = "BRIDGE_SCREENSHOTS"
+
+const (
+	// stepTimeout bounds one browser step: a navigation, or a click and the page it loads.
+	stepTimeout = 20 * time.Second
+	// settleTimeout bounds a wait for the bridge to reach a state (its first full pass, an
+	// avatar hosted), polled by reloading the page.
+	settleTimeout = 30 * time.Second
+	// desktopWidth and phoneWidth are the viewport widths the page is looked at with.
+	desktopWidth = 1280
+	phoneWidth   = 390
+)
+
+// TestBrowser is the status page's real-browser test: Debian's chromium, driven headless
+// through the DevTools protocol, against the sandbox's bridge and stand-ins. It walks what an
+// admin does (OIDC login, mapping, search, a member's page, dry run and sync, the audit log,
+// health) and checks that a non-admin is refused and that the page works without JavaScript.
+func TestBrowser(t *testing.T) {
+	chrome, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("no chromium on PATH: install Debian's chromium (`make tools` does, as root) " +
+			"to run the status page's browser test")
+	}
+	shots := screenshotDir(t)
+
+	sb, err := Start(t.Context(), Options{Validate: true, Resync: time.Hour})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	t.Cleanup(func() {
+		for _, v := range sb.Authentik.Violations() {
+			t.Errorf("authentik schema violation: %s", v)
+		}
+		if t.Failed() {
+			t.Logf("bridge log ends:\n%s", sb.LogTail())
+		}
+	})
+
+	admin := newBrowser(t, chrome)
+	t.Run("admin logs in through OIDC", func(t *testing.T) {
+		login(t, admin, sb, sb.Admin)
+		if got := text(t, admin, "#current-user"); got != sb.Admin.Username {
+			t.Errorf("#current-user = %q, want %q", got, sb.Admin.Username)
+		}
+	})
+	if t.Failed() {
+		t.FailNow() // every other step needs the admin's session
+	}
+
+	m := pickMember(t, sb)
+	t.Run("health", func(t *testing.T) { checkHealth(t, admin, sb, shots) })
+	t.Run("mapping", func(t *testing.T) { checkMapping(t, admin, sb, shots) })
+	t.Run("search and avatar", func(t *testing.T) { checkSearch(t, admin, sb, m, shots) })
+	t.Run("dry run, sync and audit entry", func(t *testing.T) {
+		checkSync(t, admin, sb, m, shots)
+	})
+	t.Run("without JavaScript", func(t *testing.T) { checkNoScript(t, admin, sb, m) })
+	t.Run("phone width", func(t *testing.T) { checkPhone(t, admin, sb, m, shots) })
+	t.Run("sync everyone", func(t *testing.T) { checkSyncAll(t, admin, sb, shots) })
+	t.Run("logout", func(t *testing.T) {
+		status := follow(t, admin, "#logout-button")
+		if status != 200 || !exists(t, admin, "#logged-out") || exists(t, admin, "#current-user") {
+			t.Errorf("after Sign out: status %d, #logged-out %v, #current-user %v; want the "+
+				"signed-out page", status, exists(t, admin, "#logged-out"),
+				exists(t, admin, "#current-user"))
+		}
+	})
+
+	t.Run("non-admin is refused", func(t *testing.T) {
+		// A browser of its own: the stand-in's session cookie would log the admin in again.
+		b := newBrowser(t, chrome)
+		login(t, b, sb, sb.Member)
+		status := attr(t, b, "#forbidden", "data-status")
+		if status != "403" {
+			t.Errorf("#forbidden data-status = %q, want 403", status)
+		}
+		if exists(t, b, "#nav-mapping") || exists(t, b, "#mapping-table") {
+			t.Errorf("the refusal page shows the navigation or the mapping")
+		}
+		open(t, b, sb.URL+"/members?q="+sb.Admin.Username)
+		if !exists(t, b, "#forbidden") || exists(t, b, "#search-results") {
+			t.Errorf("GET /members as %s: want #forbidden and no results", sb.Member.Username)
+		}
+	})
+}
+
+// checkHealth waits for the gateway session and looks at the health page.
+func checkHealth(t *testing.T, b context.Context, sb *Sandbox, shots string) {
+	poll(t, b, sb.URL+"/", "gateway ready and a full pass finished", `(() => {
+		const g = document.querySelector('#gateway-state');
+		const p = document.querySelector('#pass-status');
+		return !!g && ['ready', 'resumed'].includes(g.textContent.trim()) &&
+			!!p && p.textContent.includes('finished');
+	})()`)
+	if got := attr(t, b, "#nav-health", "aria-current"); got != "page" {
+		t.Errorf("#nav-health aria-current = %q, want page", got)
+	}
+	if depth := text(t, b, "#queue-depth"); strings.Trim(depth, "0123456789") != "" ||
+		depth == "" {
+		t.Errorf("#queue-depth = %q, want a count", depth)
+	}
+	if got := text(t, b, "#authentik-state"); got != "reachable" {
+		t.Errorf("#authentik-state = %q, want reachable", got)
+	}
+	shoot(t, b, shots, "health")
+}
+
+// mappingPage is what the mapping page shows, read by mappingJS.
+type mappingPage struct {
+	Managed []struct {
+		Group string     `json:"group"`
+		Roles []pageRole `json:"roles"`
+	} `json:"managed"`
+	Invalid []struct {
+		Group  string `json:"group"`
+		Reason string `json:"reason"`
+	} `json:"invalid"`
+	Unknown []unknownRow `json:"unknown"`
+	Unused  []pageRole   `json:"unused"`
+}
+
+// unknownRow is a mapping to a role the guild does not have.
+type unknownRow struct {
+	RoleID string `json:"roleID"`
+	Text   string `json:"text"`
+}
+
+type pageRole struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Color string `json:"color"`
+}
+
+const mappingJS = `(() => {
+	const roles = el => [...el.querySelectorAll('[data-testid=role]')].map(r => ({
+		id: r.dataset.roleId,
+		name: r.querySelector('.role-name').textContent.trim(),
+		color: r.querySelector('circle').getAttribute('fill'),
+	}));
+	const all = sel => [...document.querySelectorAll(sel)];
+	return {
+		managed: all('#mapping-table [data-testid=mapping-row]').map(r => ({
+			group: r.dataset.group, roles: roles(r)})),
+		invalid: all('#invalid-mappings [data-testid=invalid-row]').map(r => ({
+			group: r.dataset.group, reason: r.cells[1].textContent})),
+		unknown: all('#invalid-mappings [data-testid=unknown-role-row]').map(r => ({
+			roleID: r.dataset.roleId, text: r.textContent})),
+		unused: roles(document.querySelector('#unused-roles') || document.createElement('p')),
+	};
+})()`
+
+// checkMapping compares the mapping page with the groups and roles the sandbox seeded: every
+// valid discord_role_id (string, number or list) is a managed group with its roles resolved,
+// and every broken one is listed with its reason.
+func checkMapping(t *testing.T, b context.Context, sb *Sandbox, shots string) {
+	open(t, b, sb.URL+"/")
+	follow(t, b, "#nav-mapping")
+	poll(t, b, sb.URL+"/mapping", "roles read from Discord",
+		`!!document.querySelector('#unused-roles [data-testid=role]')`)
+	got := eval[mappingPage](t, b, mappingJS)
+
+	roleByID := map[string]Role{}
+	for _, r := range sb.Guild.Roles {
+		roleByID[r.ID] = r
+	}
+	used := map[string]bool{}
+	managed := map[string][]pageRole{}
+	for _, row := range got.Managed {
+		managed[row.Group] = row.Roles
+	}
+	invalid := map[string]string{}
+	for _, row := range got.Invalid {
+		invalid[row.Group] = row.Reason
+	}
+
+	for _, g := range sb.Guild.Groups {
+		if g.Mapping == "" {
+			if _, ok := managed[g.Name]; ok {
+				t.Errorf("group %s has no discord_role_id but is listed as managed", g.Name)
+			}
+			continue
+		}
+		var ids []string
+		for _, r := range sb.Guild.Roles {
+			if strings.Contains(g.Mapping, r.ID) {
+				ids = append(ids, r.ID)
+			}
+		}
+		switch {
+		case g.Problem == "":
+			for _, id := range ids {
+				used[id] = true
+			}
+			checkManagedRow(t, g, ids, managed, roleByID)
+		case len(ids) == 0:
+			// The mapping names a role the guild does not have.
+			i := slices.IndexFunc(got.Unknown, func(u unknownRow) bool {
+				return strings.Contains(g.Mapping, u.RoleID)
+			})
+			if i < 0 || !strings.Contains(got.Unknown[i].Text, g.Name) {
+				t.Errorf("group %s (discord_role_id %s, %s): no unknown-role row naming it; "+
+					"unknown rows: %+v", g.Name, g.Mapping, g.Problem, got.Unknown)
+			}
+		default:
+			reason, ok := invalid[g.Name]
+			if !ok {
+				t.Errorf("group %s (%s) is not among the refused entries %q", g.Name,
+					g.Problem, slices.Sorted(maps.Keys(invalid)))
+				continue
+			}
+			if _, ok := managed[g.Name]; ok {
+				t.Errorf("group %s is refused and managed at once", g.Name)
+			}
+			if word := problemWord(g.Problem); !strings.Contains(reason, word) {
+				t.Errorf("group %s: reason %q does not say %q (seeded problem: %s)", g.Name,
+					reason, word, g.Problem)
+			}
+		}
+	}
+
+	var gotUnused, wantUnused []string
+	for _, r := range got.Unused {
+		if r.ID != sb.Guild.ID { // @everyone, whose ID is the guild's
+			gotUnused = append(gotUnused, r.ID)
+		}
+	}
+	for _, r := range sb.Guild.Roles {
+		if !used[r.ID] {
+			wantUnused = append(wantUnused, r.ID)
+		}
+	}
+	slices.Sort(gotUnused)
+	slices.Sort(wantUnused)
+	if !slices.Equal(gotUnused, wantUnused) {
+		t.Errorf("unused roles = %q, want %q", gotUnused, wantUnused)
+	}
+	shoot(t, b, shots, "mapping")
+}
+
+func checkManagedRow(t *testing.T, g Group, ids []string, managed map[string][]pageRole,
+	roleByID map[string]Role,
+) {
+	t.Helper()
+	roles, ok := managed[g.Name]
+	if !ok {
+		t.Errorf("group %s (discord_role_id %s) is not in #mapping-table", g.Name, g.Mapping)
+		return
+	}
+	var gotIDs []string
+	for _, r := range roles {
+		gotIDs = append(gotIDs, r.ID)
+		want := roleByID[r.ID]
+		if r.Name != want.Name {
+			t.Errorf("group %s: role %s shows as %q, want %q", g.Name, r.ID, r.Name, want.Name)
+		}
+		if wantColor := fmt.Sprintf("#%06x", want.Color); want.Color != 0 &&
+			!strings.EqualFold(r.Color, wantColor) {
+			t.Errorf("group %s: role %s has colour %s, want %s", g.Name, want.Name, r.Color,
+				wantColor)
+		}
+	}
+	slices.Sort(gotIDs)
+	slices.Sort(ids)
+	if !slices.Equal(gotIDs, ids) {
+		t.Errorf("group %s (discord_role_id %s): roles %q, want %q", g.Name, g.Mapping, gotIDs,
+			ids)
+	}
+}
+
+// problemWord is the word a refusal's reason must contain for a seeded problem.
+func problemWord(problem string) string {
+	for _, w := range []string{"object", "superuser"} {
+		if strings.Contains(problem, w) {
+			return w
+		}
+	}
+	return problem
+}
+
+// pickMember chooses the member the test searches for, looks at and syncs: linked, in the
+// guild, with a real avatar, and none of the two logins (their groups must stay put).
+func pickMember(t *testing.T, sb *Sandbox) Member {
+	t.Helper()
+	i := slices.IndexFunc(sb.Guild.Members, func(m Member) bool {
+		return m.InGuild && !m.Pending && m.UserPK != 0 && m.Avatar == "image" &&
+			m.Username != sb.Admin.Username && m.Username != sb.Member.Username &&
+			strings.Contains(m.DisplayName, " ")
+	})
+	if i < 0 {
+		t.Fatalf("the seeded guild has no linked member with an avatar and a full name")
+	}
+	return sb.Guild.Members[i]
+}
+
+// checkSearch finds m by the last word of their Discord name, opens their page from the
+// results and checks that the hosted avatar loads at 64×64.
+func checkSearch(t *testing.T, b context.Context, sb *Sandbox, m Member, shots string) {
+	words := strings.Fields(m.DisplayName)
+	q := words[len(words)-1]
+	row := fmt.Sprintf(`#search-results [data-testid=search-row][data-discord-id="%s"]`,
+		m.DiscordID)
+	// Discord names are searchable once the first full pass has filled the directory.
+	poll(t, b, sb.URL+"/members?q="+q, "search finds "+m.Username,
+		fmt.Sprintf(`!!document.querySelector('%s')`, row))
+
+	open(t, b, sb.URL+"/")
+	follow(t, b, "#nav-members")
+	do(t, b, chromedp.SendKeys(chromedp.ID("member-search"), q))
+	follow(t, b, "#member-search-button")
+	if !exists(t, b, row) {
+		t.Fatalf("typed search for %q: no result row for %s (%s)", q, m.Username, m.DiscordID)
+	}
+	if got := text(t, b, row+" td:last-child"); !strings.Contains(got, m.Username) {
+		t.Errorf("result row's Authentik users = %q, want %s", got, m.Username)
+	}
+	shoot(t, b, shots, "members-search")
+
+	follow(t, b, row+" [data-testid=member-link]")
+	if got := attr(t, b, "#member-head", "data-discord-id"); got != m.DiscordID {
+		t.Fatalf("member page of %s: data-discord-id %q", m.DiscordID, got)
+	}
+	// The avatar is hosted by the first full pass; reload until it is there and loaded.
+	poll(t, b, sb.URL+"/members/"+m.DiscordID, "avatar of "+m.Username+" loaded at 64×64",
+		`(() => {
+			const img = document.querySelector('#member-avatar');
+			return !!img && img.complete && img.naturalWidth === 64 && img.naturalHeight === 64;
+		})()`)
+	if src := attr(t, b, "#member-avatar", "src"); !strings.HasPrefix(src, sb.URL+"/") {
+		t.Errorf("avatar src %q is not hosted by the bridge at %s", src, sb.URL)
+	}
+}
+
+// activityRow is one row of the audit log as the page shows it.
+type activityRow struct {
+	ID        int64  `json:"id"`
+	Kind      string `json:"kind"`
+	DiscordID string `json:"discordID"`
+	Trigger   string `json:"trigger"`
+	Text      string `json:"text"`
+}
+
+const activityJS = `[...document.querySelectorAll('#activity-table [data-testid=activity-row]')]
+	.map(r => ({id: Number(r.dataset.id), kind: r.dataset.kind, discordID: r.dataset.discordId,
+		trigger: r.cells[1].textContent.trim(), text: r.textContent}))`
+
+// checkSync makes m out of date behind the bridge's back, then does what an admin would: see
+// that Authentik differs, look at the dry run, apply it and find the change in the audit log.
+func checkSync(t *testing.T, b context.Context, sb *Sandbox, m Member, shots string) {
+	page := sb.URL + "/members/" + m.DiscordID
+	poll(t, b, page, m.Username+" in sync after the first full pass",
+		`document.querySelector('#member-differs')?.dataset.differs === 'false'`)
+
+	open(t, b, sb.URL+"/activity")
+	before := eval[[]activityRow](t, b, activityJS)
+	var lastID int64
+	for _, r := range before {
+		lastID = max(lastID, r.ID)
+	}
+
+	change, err := sb.MakeStale(m.DiscordID)
+	if err != nil {
+		t.Fatalf("MakeStale(%s): %v", m.Username, err)
+	}
+	group := groupFedBy(t, sb, change)
+	open(t, b, page)
+	if got := attr(t, b, "#member-differs", "data-differs"); got != "true" {
+		t.Fatalf("after %q: #member-differs data-differs = %q, want true", change, got)
+	}
+	after := text(t, b, "#downstream [data-testid=claim-after]")
+	if !slices.Contains(strings.Split(after, ", "), group) {
+		t.Errorf("downstream groups claim after the sync = %q, want it to hold %s", after, group)
+	}
+	if got, want := attr(t, b, "#downstream [data-testid=app-role]", "data-role"),
+		appRoleOf(strings.Split(after, ", ")); got != want {
+		t.Errorf("downstream app role = %q, want %q for the groups %q", got, want, after)
+	}
+	shoot(t, b, shots, "member")
+
+	follow(t, b, "#preview-button")
+	plan := text(t, b, "#member-preview [data-testid=plan-changes]")
+	if !strings.Contains(plan, "join "+group) {
+		t.Errorf("dry run after %q = %q, want it to join %s", change, plan, group)
+	}
+	shoot(t, b, shots, "member-dry-run")
+
+	follow(t, b, "#apply-button")
+	flash := text(t, b, "[data-testid=flash][data-kind=ok]")
+	if !strings.Contains(flash, group) {
+		t.Errorf("flash after the sync = %q, want it to name %s", flash, group)
+	}
+	if got := attr(t, b, "#member-differs", "data-differs"); got != "false" {
+		t.Errorf("after the sync: #member-differs data-differs = %q, want false", got)
+	}
+
+	open(t, b, sb.URL+"/")
+	follow(t, b, "#nav-activity")
+	rows := eval[[]activityRow](t, b, activityJS)
+	if len(rows) == 0 || rows[0].ID <= lastID {
+		t.Fatalf("activity after the sync: no entry newer than %d: %+v", lastID, rows)
+	}
+	trigger := "admin:" + sb.Admin.Username
+	joined := false
+	for _, r := range rows {
+		if r.ID <= lastID {
+			break
+		}
+		if r.DiscordID != m.DiscordID || r.Trigger != trigger {
+			t.Errorf("new audit entry %d is of %s by %q, want %s by %q", r.ID, r.DiscordID,
+				r.Trigger, m.DiscordID, trigger)
+		}
+		joined = joined || r.Kind == "group_add" && strings.Contains(r.Text, group)
+	}
+	if !joined {
+		t.Errorf("no new group_add entry naming %s; newest rows: %+v", group, rows[:min(3,
+			len(rows))])
+	}
+	shoot(t, b, shots, "activity")
+	checkActivityPaging(t, b, sb, rows)
+}
+
+// checkActivityPaging follows the link to older entries, when the log has more than a page,
+// and uses the filter by Discord ID.
+func checkActivityPaging(t *testing.T, b context.Context, sb *Sandbox, first []activityRow) {
+	t.Helper()
+	if exists(t, b, "#activity-older") {
+		follow(t, b, "#activity-older")
+		older := eval[[]activityRow](t, b, activityJS)
+		oldest := first[len(first)-1].ID
+		if len(older) == 0 || slices.ContainsFunc(older, func(r activityRow) bool {
+			return r.ID >= oldest
+		}) {
+			t.Errorf("older page has %d rows, want some, all older than entry %d", len(older),
+				oldest)
+		}
+	}
+
+	id := first[0].DiscordID
+	open(t, b, sb.URL+"/activity?discord_id="+id)
+	rows := eval[[]activityRow](t, b, activityJS)
+	if len(rows) == 0 || slices.ContainsFunc(rows, func(r activityRow) bool {
+		return r.DiscordID != id
+	}) {
+		t.Errorf("activity filtered by discord_id %s: %d rows, want some and only its own: %+v",
+			id, len(rows), rows)
+	}
+}
+
+// groupFedBy reads the role out of MakeStale's description ("@name got Role") and returns the
+// one managed group the role feeds.
+func groupFedBy(t *testing.T, sb *Sandbox, change string) string {
+	t.Helper()
+	_, roleName, ok := strings.Cut(change, " got ")
+	i := slices.IndexFunc(sb.Guild.Roles, func(r Role) bool { return r.Name == roleName })
+	if !ok || i < 0 {
+		t.Fatalf("MakeStale said %q; want \"@name got <role>\"", change)
+	}
+	var fed []string
+	for _, g := range sb.Guild.Groups {
+		if g.Problem == "" && g.Mapping != "" && strings.Contains(g.Mapping, sb.Guild.Roles[i].ID) {
+			fed = append(fed, g.Name)
+		}
+	}
+	if len(fed) != 1 {
+		t.Fatalf("role %s feeds groups %q; the test expects exactly one", roleName, fed)
+	}
+	return fed[0]
+}
+
+// appRoleOf is the app role BRIDGE_APP_ROLES (appRoles) gives a groups claim: the first
+// entry one of whose groups is in the claim, else "user".
+func appRoleOf(claim []string) string {
+	for entry := range strings.SplitSeq(appRoles, ";") {
+		name, groups, _ := strings.Cut(entry, "=")
+		for g := range strings.SplitSeq(groups, ",") {
+			if slices.Contains(claim, g) {
+				return name
+			}
+		}
+	}
+	return "user"
+}
+
+// checkNoScript searches and opens a member's page in a tab with JavaScript turned off: the
+// page's forms and links must work by themselves.
+func checkNoScript(t *testing.T, b context.Context, sb *Sandbox, m Member) {
+	if !scriptsRun(t, b) {
+		t.Fatalf("the probe for JavaScript finds none in the normal tab; it cannot tell")
+	}
+	tab, cancel := chromedp.NewContext(b) // a tab of the same browser, signed in
+	t.Cleanup(cancel)
+	do(t, tab, chromedp.EmulateViewport(desktopWidth, 900))
+	if _, err := chromedp.Call(tab, emulation.SetScriptExecutionDisabled,
+		emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatalf("turn JavaScript off: %v", err)
+	}
+
+	open(t, tab, sb.URL+"/members")
+	do(t, tab, chromedp.SendKeys(chromedp.ID("member-search"), m.Username))
+	follow(t, tab, "#member-search-button")
+	link := fmt.Sprintf(`#search-results [data-testid=search-row][data-discord-id="%s"] `+
+		`[data-testid=member-link]`, m.DiscordID)
+	if !exists(t, tab, link) {
+		t.Fatalf("search for %s without JavaScript: no link to %s", m.Username, m.DiscordID)
+	}
+	follow(t, tab, link)
+	if got := attr(t, tab, "#member-head", "data-discord-id"); got != m.DiscordID {
+		t.Fatalf("member page without JavaScript: data-discord-id %q, want %s", got,
+			m.DiscordID)
+	}
+	follow(t, tab, "#preview-button")
+	if !exists(t, tab, "#apply-button") {
+		t.Errorf("dry run without JavaScript: no #apply-button")
+	}
+	if scriptsRun(t, tab) {
+		t.Errorf("the page's own scripts run although JavaScript is off")
+	}
+}
+
+// scriptsProbe clicks a link with an inline handler: it runs only where the page's scripts do.
+// (The DevTools protocol's own evaluation works either way.)
+const scriptsProbe = `(() => {
+	let ran = false;
+	window.__bridgeProbe = () => { ran = true; };
+	const a = document.createElement('a');
+	a.setAttribute('onclick', '__bridgeProbe(); return false');
+	a.click();
+	return ran;
+})()`
+
+func scriptsRun(t *testing.T, b context.Context) bool {
+	t.Helper()
+	return eval[bool](t, b, scriptsProbe)
+}
+
+// checkPhone looks at the member page 390 px wide: nothing may stick out sideways.
+func checkPhone(t *testing.T, b context.Context, sb *Sandbox, m Member, shots string) {
+	do(t, b, chromedp.EmulateViewport(phoneWidth, 844, chromedp.EmulateMobile))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(b, stepTimeout)
+		defer cancel()
+		_ = chromedp.Do(ctx, chromedp.EmulateViewport(desktopWidth, 900))
+	})
+	for _, p := range []struct{ name, path string }{
+		{"member-phone", "/members/" + m.DiscordID},
+		{"mapping-phone", "/mapping"},
+	} {
+		open(t, b, sb.URL+p.path)
+		// A table may scroll inside its .table-wrap; the page itself must not.
+		wide := eval[int](t, b, `document.documentElement.scrollWidth`)
+		if wide > phoneWidth {
+			t.Errorf("%s at %d px: the page is %d px wide, want no sideways scrolling",
+				p.path, phoneWidth, wide)
+		}
+		if p.name == "member-phone" {
+			shoot(t, b, shots, p.name)
+		}
+	}
+}
+
+// checkSyncAll previews a sync of everyone from the health page and requests it.
+func checkSyncAll(t *testing.T, b context.Context, sb *Sandbox, shots string) {
+	open(t, b, sb.URL+"/")
+	follow(t, b, "#sync-all-preview")
+	if !exists(t, b, "#pass-preview") {
+		t.Fatalf("preview of a full pass: no #pass-preview")
+	}
+	shoot(t, b, shots, "sync-all-dry-run")
+	follow(t, b, "#sync-all-apply")
+	if !exists(t, b, "[data-testid=flash][data-kind=ok]") || !exists(t, b, "#gateway-state") {
+		t.Errorf("after Run a full pass now: want the health page with a confirmation")
+	}
+}
+
+// newBrowser starts a headless chromium with a profile of its own, so that no cookie is
+// shared with another browser of the test, and returns the context of its first tab.
+func newBrowser(t *testing.T, chrome string) context.Context {
+	t.Helper()
+	// Without the background-networking flags, Chromium's own connections to Google's
+	// services fail on machines without internet and can hold up the pages.
+	alloc, cancelAlloc := chromedp.NewExecAllocator(t.Context(),
+		chromedp.ExecPath(chrome),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	t.Cleanup(cancelAlloc) // runs before TempDir's removal: the browser has exited by then
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(cancel)
+	// The first action starts the browser and ties it to ctx, so it gets no step timeout.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(desktopWidth, 900)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// login opens the status page, which sends the browser to the stand-in's login form, signs
+// in there and follows the redirects back.
+func login(t *testing.T, b context.Context, sb *Sandbox, l Login) {
+	t.Helper()
+	open(t, b, sb.URL+"/")
+	if loc := location(t, b); !strings.HasPrefix(loc, sb.Authentik.URL()) {
+		t.Fatalf("GET / without a session went to %s, want the provider at %s", loc,
+			sb.Authentik.URL())
+	}
+	do(t, b,
+		chromedp.SendKeys(chromedp.ID("username"), l.Username),
+		chromedp.SendKeys(chromedp.ID("password"), l.Password),
+	)
+	follow(t, b, "#login")
+	if exists(t, b, "#error") && strings.HasPrefix(location(t, b), sb.Authentik.URL()) {
+		t.Fatalf("login as %s refused: %s", l.Username, text(t, b, "#error"))
+	}
+	if loc := location(t, b); !strings.HasPrefix(loc, sb.URL+"/") {
+		t.Fatalf("after login as %s the browser is at %s, want the bridge %s", l.Username, loc,
+			sb.URL)
+	}
+}
+
+func do(t *testing.T, b context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, stepTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("browser at %s: %v", location(t, b), err)
+	}
+}
+
+func result[T any](t *testing.T, b context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, stepTimeout)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	return v
+}
+
+// open navigates to target and fails unless the page (after redirects) answers 200.
+func open(t *testing.T, b context.Context, target string) {
+	t.Helper()
+	resp := result(t, b, chromedp.NavigateResponse(target))
+	if resp.Status != 200 {
+		t.Fatalf("GET %s: status %d at %s", target, resp.Status, resp.URL)
+	}
+}
+
+// follow clicks the element sel, waits for the page it loads and returns its status.
+func follow(t *testing.T, b context.Context, sel string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, stepTimeout)
+	defer cancel()
+	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel)))
+	if err != nil {
+		t.Fatalf("click %s at %s: %v", sel, location(t, b), err)
+	}
+	return resp.Status
+}
+
+func eval[T any](t *testing.T, b context.Context, js string) T {
+	t.Helper()
+	return result(t, b, chromedp.Evaluate[T](js))
+}
+
+func exists(t *testing.T, b context.Context, sel string) bool {
+	t.Helper()
+	return eval[bool](t, b, fmt.Sprintf("!!document.querySelector(%q)", sel))
+}
+
+// text is the trimmed text of the first element sel matches; the test fails without one.
+func text(t *testing.T, b context.Context, sel string) string {
+	t.Helper()
+	v := eval[*string](t, b, fmt.Sprintf("document.querySelector(%q)?.textContent ?? null", sel))
+	if v == nil {
+		t.Fatalf("page %s has no %s", location(t, b), sel)
+	}
+	return strings.TrimSpace(*v)
+}
+
+// attr is an attribute of the first element sel matches; the test fails without one.
+func attr(t *testing.T, b context.Context, sel, name string) string {
+	t.Helper()
+	v := eval[*string](t, b, fmt.Sprintf("document.querySelector(%q)?.getAttribute(%q) ?? "+
+		"(document.querySelector(%[1]q) ? '' : null)", sel, name))
+	if v == nil {
+		t.Fatalf("page %s has no %s", location(t, b), sel)
+	}
+	return *v
+}
+
+func location(t *testing.T, b context.Context) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b, stepTimeout)
+	defer cancel()
+	loc, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		return "(unknown: " + err.Error() + ")"
+	}
+	return loc
+}
+
+// poll loads target until the JavaScript expression cond is true there, for state the bridge
+// reaches on its own time.
+func poll(t *testing.T, b context.Context, target, what, cond string) {
+	t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		open(t, b, target)
+		if eval[bool](t, b, cond) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s at %s", what, settleTimeout, target)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// shoot saves a full-page PNG of the current page as dir/name.png; dir "" saves nothing.
+func shoot(t *testing.T, b context.Context, dir, name string) {
+	t.Helper()
+	if dir == "" {
+		return
+	}
+	png := result(t, b, chromedp.FullScreenshot(100))
+	file := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(file, png, 0o644); err != nil {
+		t.Fatalf("save screenshot: %v", err)
+	}
+	t.Logf("screenshot %s (%d KB)", file, len(png)>>10)
+}
+
+// screenshotDir resolves $BRIDGE_SCREENSHOTS against the repository's root; "" when unset.
+func screenshotDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv(screenshotsEnv)
+	if dir == "" {
+		return ""
+	}
+	if !filepath.IsAbs(dir) {
+		root, err := moduleRoot()
+		if err != nil {
+			t.Fatalf("%s=%s: %v", screenshotsEnv, dir, err)
+		}
+		dir = filepath.Join(root, dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("%s: %v", screenshotsEnv, err)
+	}
+	return dir
+}
+
+// moduleRoot is the nearest directory at or above the working directory with a go.mod.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
