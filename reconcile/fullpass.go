@@ -95,6 +95,9 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		if states, err = r.store.UserStates(ctx); err != nil {
 			return rep, fmt.Errorf("full pass: %w", err)
 		}
+		for pk, st := range states {
+			r.states.Store(pk, st)
+		}
 	}
 
 	// Groups come page by page; of each, the pass keeps the member pks and, for users it
@@ -184,6 +187,10 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	if r.store != nil && len(learned) > 0 && !o.DryRun {
 		if err := r.store.PutUserStates(ctx, learned); err != nil {
 			r.log.Warn("remember user states", "users", len(learned), "err", err)
+		} else {
+			for _, st := range learned {
+				r.states.Store(st.UserPK, st)
+			}
 		}
 	}
 

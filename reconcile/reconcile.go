@@ -86,6 +86,7 @@ type Reconciler struct {
 	// badAvatars maps a CDN URL that failed for good to its avatarFailure; every full pass
 	// sweeps out the expired ones.
 	badAvatars sync.Map
+	states     sync.Map // user pk → UserState, a cache of the store's
 }
 
 // New returns a Reconciler. store may be nil in tools that keep no history.
@@ -316,8 +317,26 @@ func (r *Reconciler) rememberUsers(ctx context.Context, plan *Plan) {
 		u.state.UpdatedAt = r.opts.Now().UTC()
 		if err := r.store.PutUserState(context.WithoutCancel(ctx), u.state); err != nil {
 			r.log.Error("remember user state", "user_pk", u.PK, "err", err)
+			r.states.Delete(u.PK)
+			continue
 		}
+		r.states.Store(u.PK, u.state)
 	}
+}
+
+// userState returns what the bridge remembers of user pk. The states are kept in memory once
+// read: every login needs one, and SQLite's single connection would make them queue behind
+// the batch writer. Only this process writes them while it serves; a `bridge sync` beside it
+// writes its own, which a full pass reads back.
+func (r *Reconciler) userState(ctx context.Context, pk int32) (UserState, bool, error) {
+	if v, ok := r.states.Load(pk); ok {
+		return v.(UserState), true, nil
+	}
+	st, ok, err := r.store.UserState(ctx, pk)
+	if err == nil && ok {
+		r.states.Store(pk, st)
+	}
+	return st, ok, err
 }
 
 // Plan reads Discord and Authentik and returns what a sync would change. It writes nothing,
@@ -366,7 +385,7 @@ func (r *Reconciler) plan(ctx context.Context, t Target, hostAvatars bool) (*Pla
 		}
 		st := UserState{UserPK: pk, DiscordID: t.DiscordID}
 		if r.store != nil {
-			if remembered, ok, err := r.store.UserState(ctx, pk); err != nil {
+			if remembered, ok, err := r.userState(ctx, pk); err != nil {
 				return nil, err
 			} else if ok {
 				st = remembered

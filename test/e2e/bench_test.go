@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/avatars"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/reconcile"
 	"github.com/discord-authentik-bridge/bridge/reconcile/sqlitestore"
@@ -46,6 +47,7 @@ func BenchmarkSyncHook(b *testing.B) {
 	if err := dc.SetMember(m); err != nil {
 		b.Fatal(err)
 	}
+	dc.SetAvatar("avatars/"+nellyID+"/"+*m.User.Avatar+".png", "image/png", readImage(b, "tux.png"))
 	pk := ak.AddUser(authentikstub.User{Username: "nelly", IsActive: true,
 		Attributes: json.RawMessage(`{"employee_number":1234567890123456789}`)})
 
@@ -65,7 +67,16 @@ func BenchmarkSyncHook(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	rec := reconcile.New(dcl, akc, store, log, reconcile.Options{GuildID: guildID})
+	local, err := avatars.NewLocalStore(filepath.Join(b.TempDir(), "avatars"), "http://127.0.0.1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	av, err := avatars.New(local, log, avatars.Options{CDNBase: dc.CDNURL()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Wired as serve wires it: SQLite store and hosted avatars.
+	rec := reconcile.New(dcl, akc, store, log, reconcile.Options{GuildID: guildID, Avatars: av})
 	srv := web.New(web.Options{WebhookSecret: webhookSecret, GuildID: guildID, Discord: dcl,
 		Reconciler: rec, Logger: log})
 	ts := httptest.NewServer(srv.Handler())
