@@ -41,13 +41,9 @@ func (c *Client) GroupsWithMembers(ctx context.Context, visit func(GroupMembers)
 		var raw struct {
 			Pagination pagination `json:"pagination"`
 			Results    []struct {
-				PK          string          `json:"pk"`
-				Name        string          `json:"name"`
-				IsSuperuser bool            `json:"is_superuser"`
-				Parents     []string        `json:"parents"`
-				Attributes  json.RawMessage `json:"attributes"`
-				Users       []int32         `json:"users"`
-				UsersObj    []struct {
+				groupJSON
+				Users    []int32 `json:"users"`
+				UsersObj []struct {
 					PK         int32 `json:"pk"`
 					Attributes struct {
 						Discord json.RawMessage `json:"discord"`
@@ -64,8 +60,7 @@ func (c *Client) GroupsWithMembers(ctx context.Context, visit func(GroupMembers)
 		}
 		for _, g := range raw.Results {
 			gm := GroupMembers{
-				Group: groupmatch.Group{UUID: g.PK, Name: g.Name, IsSuperuser: g.IsSuperuser,
-					Parents: g.Parents, Attributes: g.Attributes},
+				Group:   g.group(),
 				Members: g.Users,
 				Owned:   map[int32]json.RawMessage{},
 			}

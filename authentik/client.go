@@ -267,26 +267,14 @@ func (c *Client) Groups(ctx context.Context) ([]groupmatch.Group, error) {
 			return nil, err
 		}
 		var raw struct {
-			Pagination pagination `json:"pagination"`
-			Results    []struct {
-				PK          string          `json:"pk"`
-				Name        string          `json:"name"`
-				IsSuperuser bool            `json:"is_superuser"`
-				Parents     []string        `json:"parents"`
-				Attributes  json.RawMessage `json:"attributes"`
-			} `json:"results"`
+			Pagination pagination  `json:"pagination"`
+			Results    []groupJSON `json:"results"`
 		}
 		if err := json.Unmarshal(body, &raw); err != nil {
 			return nil, &Error{Op: op, Detail: "undecodable answer", Err: err}
 		}
 		for _, g := range raw.Results {
-			out = append(out, groupmatch.Group{
-				UUID:        g.PK,
-				Name:        g.Name,
-				IsSuperuser: g.IsSuperuser,
-				Parents:     g.Parents,
-				Attributes:  g.Attributes,
-			})
+			out = append(out, g.group())
 		}
 		next, ok := raw.Pagination.nextPage(page)
 		if !ok {
@@ -294,6 +282,20 @@ func (c *Client) Groups(ctx context.Context) ([]groupmatch.Group, error) {
 		}
 		page = next
 	}
+}
+
+// groupJSON is the part of a group in Authentik's answers that the mapping needs.
+type groupJSON struct {
+	PK          string          `json:"pk"`
+	Name        string          `json:"name"`
+	IsSuperuser bool            `json:"is_superuser"`
+	Parents     []string        `json:"parents"`
+	Attributes  json.RawMessage `json:"attributes"`
+}
+
+func (g groupJSON) group() groupmatch.Group {
+	return groupmatch.Group{UUID: g.PK, Name: g.Name, IsSuperuser: g.IsSuperuser,
+		Parents: g.Parents, Attributes: g.Attributes}
 }
 
 // AddToGroup makes the user a member of the group. Authentik treats a repeat as success.
