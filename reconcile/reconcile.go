@@ -166,6 +166,8 @@ type UserPlan struct {
 	stateChanged bool
 	// base is the user's attributes as the plan read them, the base of the attribute write.
 	base map[string]json.RawMessage
+	// avatarHeld is set when the avatar's source failed for good and is left alone for now.
+	avatarHeld bool
 }
 
 // GroupChange is one membership to add or remove, with the reason for it.
@@ -502,6 +504,13 @@ func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Mem
 		r.planAvatar(ctx, up, ms.Member, u, cur, &attr, hostAvatars)
 	}
 	hash := attrHash(attr)
+	if up.avatarHeld {
+		// Fingerprint what the guild says, not the old avatar kept in place, so that full
+		// passes do not read this user again and again; a login or a new avatar retries.
+		want := attr
+		want.Avatar = r.avatarHash(ms.Member)
+		hash = attrHash(want)
+	}
 	if before, ok := u.Attributes["discord"]; !ok || !sameDiscord(before, attr) {
 		attr.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
 		after, _ := json.Marshal(attr)
@@ -537,12 +546,6 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 		return
 	}
 	stale := src.Hash != cur.SourceHash || cur.URL == ""
-	if !host {
-		if stale {
-			up.AvatarPending = src.URL
-		}
-		return
-	}
 	keep := func(msg string) {
 		up.AvatarError = msg
 		attr.Avatar, attr.AvatarURL = currentHash(u), nonEmpty(cur.URL)
@@ -551,11 +554,21 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 		if failed, ok := r.badAvatars.Load(src.URL); ok {
 			f := failed.(avatarFailure)
 			if r.opts.Now().Sub(f.at) < avatarRetryAfter {
-				keep(f.msg + " (not retried before " + f.at.Add(avatarRetryAfter).UTC().Format(time.RFC3339) + ")")
+				// Nothing can be done about it now, so the user is as current as the bridge
+				// can make them: neither a plan nor a full pass should count them as stale.
+				keep(f.msg + " (not retried before " +
+					f.at.Add(avatarRetryAfter).UTC().Format(time.RFC3339) + ")")
+				up.avatarHeld = true
 				return
 			}
 			r.badAvatars.Delete(src.URL)
 		}
+	}
+	if !host {
+		if stale {
+			up.AvatarPending = src.URL
+		}
+		return
 	}
 	res, err := r.opts.Avatars.Sync(ctx, am, cur)
 	if err != nil {
@@ -563,6 +576,7 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 		if !avatars.Retryable(err) {
 			// A picture that is broken now stays broken: do not fetch it at every login.
 			r.badAvatars.Store(src.URL, avatarFailure{at: r.opts.Now(), msg: err.Error()})
+			up.avatarHeld = true
 		}
 		r.log.Warn("avatar not refreshed; the old one stays", "user_pk", u.PK, "err", err)
 		return

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/avatars"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/groupmatch"
 )
@@ -494,5 +495,62 @@ func TestReconciler_DeactivateAfterGraceAndReactivate(t *testing.T) {
 	ak.users[7].IsActive = false
 	if out := sync(); out.Result != ResultUnchanged || ak.users[7].IsActive {
 		t.Errorf("admin deactivation undone: %s, active %v", out.Result, ak.users[7].IsActive)
+	}
+}
+
+// brokenAvatars is an avatar service whose every fetch fails for good, as a CDN answering 404.
+type brokenAvatars struct{ syncs int }
+
+func (b *brokenAvatars) Source(m avatars.Member) (avatars.Source, error) {
+	return avatars.Source{URL: "https://cdn.example/avatars/" + m.UserID + "/" + m.UserAvatar + ".png",
+		Hash: m.UserAvatar}, nil
+}
+
+func (b *brokenAvatars) Sync(context.Context, avatars.Member, avatars.Current) (avatars.Result, error) {
+	b.syncs++
+	return avatars.Result{}, &avatars.Error{Kind: avatars.KindStatus, Status: 404,
+		Err: errors.New("cdn answered 404")}
+}
+
+func (b *brokenAvatars) KeyOf(string) (string, bool) { return "", false }
+
+func TestReconciler_BrokenAvatarIsLeftAloneForAWhile(t *testing.T) {
+	ak, dc := world()
+	dc["80351110224678912"].User.Avatar = "8342729096ea3675442027381ff50dfe"
+	av := &brokenAvatars{}
+	store := &memStore{states: map[int32]UserState{}}
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	r := New(dc, ak, store, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{
+		GuildID: "81384788765712384", Avatars: av, Now: func() time.Time { return now },
+	})
+	target := Target{DiscordID: "80351110224678912"}
+
+	out, err := r.Sync(t.Context(), target, "test", false)
+	if err != nil || out.AvatarError == "" || av.syncs != 1 {
+		t.Fatalf("first sync: err %v, avatar error %q, fetches %d", err, out.AvatarError, av.syncs)
+	}
+	if _, ok := ak.users[7].Attributes["avatar"]; ok {
+		t.Error("a failed avatar wrote attributes.avatar")
+	}
+	if !contains(ak.users[7].Groups, "g-admins") {
+		t.Error("a failed avatar held back the groups")
+	}
+
+	writes := ak.writes
+	plan, err := r.Plan(t.Context(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Empty() {
+		t.Errorf("a member whose avatar cannot be fetched shows as out of date: %s", plan)
+	}
+	out, err = r.Sync(t.Context(), target, "test", false)
+	if err != nil || out.Result != ResultUnchanged || av.syncs != 1 || ak.writes != writes {
+		t.Errorf("second sync: %v %s, fetches %d, writes %d", err, out.Result, av.syncs, ak.writes-writes)
+	}
+
+	now = now.Add(avatarRetryAfter)
+	if _, err := r.Sync(t.Context(), target, "test", false); err != nil || av.syncs != 2 {
+		t.Errorf("after the back-off: err %v, fetches %d, want a new try", err, av.syncs)
 	}
 }
