@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -153,9 +154,14 @@ func (c *Client) Member(ctx context.Context, guildID, userID string) (*discordgo
 		return nil, err
 	}
 
-	// discordgo keys the bucket by guild, as Discord does for this route.
+	// Discord's bucket for this route is per guild, but discordgo holds a bucket's lock for
+	// the whole request, which would let only one login at a time ask Discord. The guild's
+	// bucket is therefore split into a few lanes by user: they run side by side, each
+	// keeping its own view of the limit, and a 429 the lanes provoke together is waited out
+	// like any other. A lane per user would leak, as discordgo never forgets a bucket.
 	bucket := c.base + "/guilds/" + guildID + "/members/"
-	m, err := getJSON[*discordgo.Member](ctx, c, op, bucket+userID, bucket)
+	lane := bucket + "#" + strconv.Itoa(memberLane(userID))
+	m, err := getJSON[*discordgo.Member](ctx, c, op, bucket+userID, lane)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +170,15 @@ func (c *Client) Member(ctx context.Context, guildID, userID string) (*discordgo
 	}
 	m.GuildID = guildID
 	return m, nil
+}
+
+// memberLanes is how many member lookups of one guild may be in flight at once.
+const memberLanes = 8
+
+func memberLane(userID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(userID))
+	return int(h.Sum32() % memberLanes)
 }
 
 // MembersPage lists up to limit (1 to 1000) members whose user ID is greater than after, in
