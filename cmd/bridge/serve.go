@@ -102,7 +102,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		// A refused intent ends the session but not the bridge: hooks and full passes still
 		// work, and /readyz names the switch to turn on.
 		goRun(func() {
-			if err := gw.Run(ctx); err != nil && ctx.Err() == nil {
+			err := gw.Run(ctx)
+			// A refused intent or token was reported once by the gateway itself.
+			if err != nil && ctx.Err() == nil && !errors.Is(err, discord.ErrIntentRefused) &&
+				!errors.Is(err, discord.ErrAuthFailed) {
 				log.Error("gateway stopped", "err", err)
 			}
 		})
