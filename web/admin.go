@@ -64,7 +64,8 @@ type admin struct {
 	pages    *pages
 	pagesErr error
 	appRoles []config.AppRole
-	imgSrc   string
+	imgSrc   string // origins of hosted avatars, each after a space, for the CSP
+	formSrc  string // Authentik's origin after a space, for the CSP; empty without login
 	version  string
 }
 
@@ -78,19 +79,25 @@ func newAdmin(o Options, log *slog.Logger) *admin {
 		appRoles: a.AppRoles, version: a.Version}
 	if a.OIDC.Issuer != "" && !a.DevNoLogin {
 		adm.auth = newAuthenticator(a.OIDC, a.PublicURL, a.HTTPClient, log)
+		adm.formSrc = origin(a.OIDC.Issuer)
 	}
-	for _, origin := range a.ImageOrigins {
-		u, err := url.Parse(origin)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			continue
-		}
-		adm.imgSrc += " " + u.Scheme + "://" + u.Host
+	for _, o := range a.ImageOrigins {
+		adm.imgSrc += origin(o)
 	}
 	adm.pages, adm.pagesErr = loadPages()
 	if adm.pagesErr != nil {
 		log.Error("status page templates", "err", adm.pagesErr)
 	}
 	return adm
+}
+
+// origin is " scheme://host[:port]" of a URL, for a CSP source list; "" when it has none.
+func origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return ""
+	}
+	return " " + u.Scheme + "://" + u.Host
 }
 
 // adminRoutes adds the status page, its login and its assets.
@@ -117,7 +124,7 @@ func (s *Server) adminRoutes(e *echo.Echo) {
 func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		c.Set(htmlKey, true)
-		pageHeaders(c, s.adm.imgSrc)
+		pageHeaders(c, s.adm)
 		if s.adm.pagesErr != nil {
 			return s.adm.pagesErr
 		}
@@ -246,11 +253,7 @@ func (s *Server) member(c echo.Context) error {
 		}
 		p.Users = append(p.Users, mu)
 	}
-	title := "Member " + id
-	if v.Username != "" {
-		title = v.Username
-	}
-	return s.render(c, http.StatusOK, "member.html", title, "members", p)
+	return s.render(c, http.StatusOK, "member.html", v.Name(), "members", p)
 }
 
 // appRole maps a `groups` claim to the downstream app's role the way such apps usually do:
@@ -272,6 +275,27 @@ type planPage struct {
 	Err       string
 }
 
+// planName names the member of a dry run the way the member page does.
+func planName(id string, out *reconcile.Outcome) string {
+	if out == nil || out.Plan == nil {
+		return MemberName(id, "", nil)
+	}
+	var discordUsername string
+	if m := out.Plan.Membership.Member; m != nil && m.User != nil {
+		discordUsername = m.User.Username
+	}
+	var usernames []string
+	for _, u := range out.Plan.Users {
+		usernames = append(usernames, u.Username)
+	}
+	return MemberName(id, discordUsername, usernames)
+}
+
+// NotLinked reports whether the dry run found no Authentik user to sync.
+func (p planPage) NotLinked() bool {
+	return p.Outcome != nil && p.Outcome.Plan != nil && p.Outcome.Plan.NoUser
+}
+
 // previewMember shows what a sync would do, with the button that applies it.
 func (s *Server) previewMember(c echo.Context) error {
 	id, err := s.memberID(c)
@@ -285,7 +309,8 @@ func (s *Server) previewMember(c echo.Context) error {
 	if err != nil {
 		p.Err = err.Error()
 	}
-	return s.render(c, http.StatusOK, "plan.html", "Preview sync of "+id, "members", p)
+	return s.render(c, http.StatusOK, "plan.html", "Preview sync of "+planName(id, out),
+		"members", p)
 }
 
 func (s *Server) syncMember(c echo.Context) error {

@@ -46,7 +46,10 @@ func sampleStatus() *fakeStatus {
 				Roles: []Role{{ID: "111", Name: "Admin", Color: 0xe91e63, Known: true,
 					Groups: []string{"makerspace-admins"}}}},
 				{UUID: "uuid-x", Name: "<b>sneaky</b>", Members: -1,
-					Roles: []Role{{ID: "333"}}}},
+					Roles: []Role{{ID: "333"}}},
+				{UUID: "uuid-ghost", Name: "ghost-group", Members: 0,
+					Roles:   []Role{{ID: "999999999999999999"}},
+					Missing: []string{"999999999999999999"}}},
 			UnusedRoles: []Role{{ID: "444", Name: "Lurker", Color: 0x1abc9c, Known: true}},
 			Invalid: []InvalidEntry{
 				{GroupUUID: "uuid-bad", GroupName: "broken-group",
@@ -61,7 +64,7 @@ func sampleStatus() *fakeStatus {
 		search: &SearchResult{DirectoryReady: true, AuthentikSearched: true,
 			Hits: []SearchHit{{Entry: reconcile.Entry{DiscordID: memberID, Username: "nelly",
 				GlobalName: "Nelly N", InGuild: true, UserPKs: []int32{10}},
-				Usernames: []string{"nelly-ak"}}},
+				Users: []LinkedUser{{PK: 10, Username: "nelly-ak"}}}},
 			Unlinked: []string{"orphan-user"}},
 		member: &MemberView{
 			DiscordID: memberID, State: "member", Username: "nelly", DisplayName: "Nelly N",
@@ -88,16 +91,18 @@ func sampleStatus() *fakeStatus {
 			LastEvent: now.Add(-time.Minute),
 			Pass: PassHealth{Interval: time.Hour, Err: reconcile.ErrRemovalGuard.Error(),
 				Last: &reconcile.PassReport{Trigger: "full_pass:timer", Started: now.Add(-2 * time.Minute),
-					Ended: now.Add(-time.Minute), Members: 60, Linked: 58, Stale: 3, Changes: 4,
-					Errors: 1, Stopped: "40 of 58 linked users would lose managed groups",
-					FirstErrors: []string{"123: boom"}}},
+					Ended: now.Add(-time.Minute), Members: 60, Linked: 58, Stale: 3, Queued: 3,
+					Errors:      1,
+					Stopped:     "40 of 58 linked users would lose managed groups",
+					FirstErrors: []string{"123: boom"}},
+				QueueChanges: 71},
 			Queue:       reconcile.QueueStats{Depth: 17, Retries: 5, Failed: 2, LastError: "timeout"},
 			Discord:     discord.Stats{Calls: 99, RateLimited: 3, RateLimitWait: 4500 * time.Millisecond},
 			Avatars:     avatars.Stats{Syncs: 8, Failures: map[avatars.Kind]int64{avatars.KindStatus: 2}},
 			AvatarStore: "s3",
 			Authentik: AuthentikHealth{URL: "https://auth.example", Checked: now,
 				Err: "dial tcp: connection refused"},
-			MappingLoaded: true, Managed: 6, Invalid: 2,
+			MappingLoaded: true, Managed: 6, Invalid: 2, UnknownRoles: 1, UnknownGroups: 1,
 		},
 		pass: &reconcile.PassReport{Members: 60, Linked: 58, Stale: 1, Removals: 1,
 			UnknownRoles: []string{"999999999999999999"}, Plans: []*reconcile.Plan{plan}},
@@ -147,12 +152,22 @@ func TestPages_Render(t *testing.T) {
 			`id="authentik-state">unreachable<`, "connection refused",
 			`id="pass-stopped"`, "40 of 58 linked users", "123: boom", "every 1h<",
 			`id="sync-all-preview"`,
+			"3 of 58 linked users → 3 handed to the work queue",
+			`data-changes="71"`, "the queue has since applied 71 changes from full passes",
+			"17 syncs still waiting",
+			`data-managed="6" data-unknown-roles="1" data-invalid="2"`,
+			`<a href="/mapping#managed">6 managed groups</a>`,
+			">1 fed by a role the guild does not have</a>", ">2 refused</a> (not managed)",
 		}},
 		{"/mapping", []string{
 			`id="mapping-table"`, "makerspace-admins", `fill="#e91e63"`, ">Admin<",
 			"&lt;b&gt;sneaky&lt;/b&gt;", "unknown role",
 			`id="invalid-mappings"`, "broken-group", "is not all digits", "root-group",
-			"marked superuser", "999999999999999999", "ghost-group",
+			"marked superuser", `id="unknown-role-table"`, "999999999999999999",
+			`data-group="ghost-group" data-missing="999999999999999999"`,
+			`data-testid="missing-role-badge"`, "The group stays managed",
+			`data-testid="managed-count">3<`, `data-testid="unknown-count">1<`,
+			`data-testid="invalid-count">2<`,
 			`id="unused-roles"`, "Lurker", `fill="#1abc9c"`,
 		}},
 		{"/members?q=nell", []string{
@@ -460,4 +475,123 @@ func TestMember_NoAppRolesWithoutConfig(t *testing.T) {
 		t.Errorf("app role shown although BRIDGE_APP_ROLES is not set")
 	}
 	mustContain(t, "page", p.Body, `data-testid="claim-after"`)
+}
+
+// TestMapping_UnknownRolesApartFromRefused pins that a managed group whose role the guild
+// lacks is listed as managed and under the missing roles, never among the refused entries.
+func TestMapping_UnknownRolesApartFromRefused(t *testing.T) {
+	b := devBridge(t, sampleStatus(), nil)
+	body := b.get("/mapping").Body
+	section := func(id string) string {
+		t.Helper()
+		start := strings.Index(body, `<section class="card" id="`+id+`"`)
+		if start < 0 {
+			t.Fatalf("no section %s", id)
+		}
+		end := strings.Index(body[start:], "</section>")
+		return body[start : start+end]
+	}
+	if refused := section("invalid"); strings.Contains(refused, "ghost-group") ||
+		strings.Contains(refused, "999999999999999999") {
+		t.Errorf("the refused entries list the managed ghost-group or its missing role")
+	}
+	mustContain(t, "unknown roles", section("unknown-roles"),
+		`data-testid="unknown-role-row" data-role-id="999999999999999999"`, "ghost-group",
+		"The groups stay managed")
+	mustContain(t, "managed groups", section("managed"), `data-group="ghost-group"`)
+}
+
+func TestSearch_NamesAndUsers(t *testing.T) {
+	st := sampleStatus()
+	st.search = &SearchResult{DirectoryReady: true, AuthentikSearched: true, More: 4,
+		Hits: []SearchHit{
+			{Entry: reconcile.Entry{DiscordID: "700", Username: "helga_discord",
+				UserPKs: []int32{20, 21}},
+				Users: []LinkedUser{{PK: 20, Username: "helga.b"}, {PK: 21}}},
+			{Entry: reconcile.Entry{DiscordID: "701", UserPKs: []int32{22}},
+				Users: []LinkedUser{{PK: 22, Username: "mateo.g"}}},
+			{Entry: reconcile.Entry{DiscordID: "702", InGuild: true}},
+		}}
+	b := devBridge(t, st, nil)
+	p := b.get("/members?q=a")
+	mustContain(t, "results", p.Body,
+		"3 of 7 accounts found",
+		`data-testid="member-link">helga_discord<`,
+		`data-user-pk="20">helga.b<`, `data-user-pk="21"><span class="muted">pk 21 (username`,
+		// A former member is named by the Authentik user linked to it.
+		`data-testid="member-link">mateo.g<`,
+		`data-testid="member-link">Discord ID 702<`, "none linked")
+	if strings.Contains(p.Body, ">pk 22") {
+		t.Errorf("a row shows a pk although its username is known")
+	}
+}
+
+func TestMember_FormerMemberNamedFromAuthentik(t *testing.T) {
+	tests := []struct {
+		name      string
+		last      string // LastUsername
+		wantTitle string
+		wants     []string
+	}{
+		{name: "names recorded", last: "helga_discord", wantTitle: "helga.b",
+			wants: []string{"Last known Discord name: <strong>Helga Brandt @helga_discord",
+				`<strong id="member-name">Helga Brandt<`}},
+		{name: "names never recorded", wantTitle: "helga.b",
+			wants: []string{"the bridge never saw this account in the guild",
+				`<strong id="member-name">helga.b<`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := sampleStatus()
+			st.member = &MemberView{DiscordID: memberID, State: "absent",
+				LastUsername: tt.last,
+				Plan: &reconcile.Plan{DiscordID: memberID,
+					Membership: guild.Membership{State: guild.StateAbsent},
+					Users:      []reconcile.UserPlan{{PK: 39, Username: "helga.b"}}},
+				Users: []MemberUser{{PK: 39, Username: "helga.b", Name: "Helga Brandt"}}}
+			if tt.last != "" {
+				st.member.LastDisplayName = "Helga Brandt"
+			}
+			st.outcome = &reconcile.Outcome{Plan: st.member.Plan, Result: reconcile.ResultPlanned}
+			b := devBridge(t, st, nil)
+
+			p := b.get("/members/" + memberID)
+			mustContain(t, "member page", p.Body, append(tt.wants,
+				"<title>"+tt.wantTitle+" · Discord bridge</title>",
+				`id="member-ak-users"`,
+				`<strong>helga.b</strong> <span class="muted">(Helga Brandt)`,
+				"not in the guild")...)
+			p = b.post("/members/"+memberID+"/preview", url.Values{"csrf_token": {b.csrf()}})
+			mustContain(t, "dry run", p.Body,
+				"<title>Preview sync of "+tt.wantTitle+" · Discord bridge</title>")
+		})
+	}
+}
+
+func TestMember_NotLinked(t *testing.T) {
+	st := sampleStatus()
+	plan := &reconcile.Plan{DiscordID: memberID, NoUser: true,
+		Membership: guild.Membership{State: guild.StateMember,
+			Member: &discordgo.Member{User: &discordgo.User{ID: memberID, Username: "elif.y"}}}}
+	st.member = &MemberView{DiscordID: memberID, State: "member", Username: "elif.y",
+		Plan: plan}
+	st.outcome = &reconcile.Outcome{Plan: plan, Result: reconcile.ResultPlanned}
+	b := devBridge(t, st, nil)
+
+	p := b.get("/members/" + memberID)
+	mustContain(t, "member page", p.Body, `data-differs="not-linked"`, "not linked",
+		`id="preview-button" data-testid="preview-button" disabled`, `id="sync-unavailable"`)
+	for _, bad := range []string{"in sync", "Authentik matches", `action="/members/` + memberID +
+		`/preview"`} {
+		if strings.Contains(p.Body, bad) {
+			t.Errorf("the page of an unlinked member shows %q", bad)
+		}
+	}
+
+	p = b.post("/members/"+memberID+"/preview", url.Values{"csrf_token": {b.csrf()}})
+	mustContain(t, "dry run", p.Body, "<title>Preview sync of elif.y · Discord bridge</title>",
+		`id="sync-unavailable"`)
+	if strings.Contains(p.Body, `id="apply-button"`) {
+		t.Errorf("the dry run of an unlinked member offers to apply it")
+	}
 }

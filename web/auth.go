@@ -48,6 +48,9 @@ type authenticator struct {
 	oauth    *oauth2.Config
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
+	// endSession is the provider's RP-initiated logout endpoint; empty when discovery lists
+	// none.
+	endSession string
 }
 
 func newAuthenticator(o OIDCOptions, publicURL string, hc *http.Client, log *slog.Logger) *authenticator {
@@ -74,6 +77,12 @@ func (a *authenticator) setup(ctx context.Context) (*oauth2.Config, *oidc.IDToke
 	p, err := oidc.NewProvider(a.ctx(ctx), a.o.Issuer)
 	if err != nil {
 		return nil, nil, fmt.Errorf("oidc discovery at %s: %w", a.o.Issuer, err)
+	}
+	var meta struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := p.Claims(&meta); err == nil {
+		a.endSession = meta.EndSession
 	}
 	a.provider = p
 	a.oauth = &oauth2.Config{
@@ -125,7 +134,7 @@ func (c claims) groups() ([]string, error) {
 // login sends the browser to Authentik.
 func (s *Server) login(c echo.Context) error {
 	c.Set(htmlKey, true)
-	pageHeaders(c, s.adm.imgSrc)
+	pageHeaders(c, s.adm)
 	next := safeNext(c.QueryParam("next"))
 	if s.adm.dev {
 		return c.Redirect(http.StatusSeeOther, next)
@@ -152,7 +161,7 @@ func (s *Server) login(c echo.Context) error {
 // hold an admin group.
 func (s *Server) callback(c echo.Context) error {
 	c.Set(htmlKey, true)
-	pageHeaders(c, s.adm.imgSrc)
+	pageHeaders(c, s.adm)
 	if s.adm.auth == nil {
 		return s.notConfigured(c)
 	}
@@ -233,6 +242,9 @@ func (s *Server) callback(c echo.Context) error {
 		return slices.Contains(s.adm.auth.o.AdminGroups, g)
 	}) {
 		s.log.Info("status page login refused: not in an admin group", "user", cl.who())
+		// Whoever uses this browser now is not an admin: an earlier admin session of it
+		// ends too, so the refusal's own sign-out needs no token.
+		s.adm.sessions.destroy(c.Response(), c.Request())
 		return s.renderForbidden(c, cl.who())
 	}
 
@@ -266,23 +278,77 @@ func (a *authenticator) userinfo(ctx context.Context, tok *oauth2.Token, idc cla
 	return idc, nil
 }
 
-// logout ends the session. The Authentik session stays, so the next login is one click.
+// logoutProviderField, set to "1" in the logout form, also ends the Authentik session, so
+// that someone else can sign in on this browser: Authentik would otherwise sign the same
+// account in again at once.
+const logoutProviderField = "authentik"
+
+// loggedOutState comes back from Authentik's end-session endpoint to the signed-out page, as
+// OpenID Connect RP-initiated logout returns the state it was given.
+const loggedOutState = "authentik"
+
+// logout ends the bridge's session and, when asked, sends the browser on to Authentik's
+// end-session endpoint. A POST without a session needs no token: it can end no session of the
+// bridge, and Authentik's endpoint is reachable with a plain link anyway.
 func (s *Server) logout(c echo.Context) error {
 	c.Set(htmlKey, true)
-	pageHeaders(c, s.adm.imgSrc)
+	pageHeaders(c, s.adm)
 	if sess := s.adm.sessions.get(c.Request()); sess != nil && !validCSRF(sess, c.Request()) {
 		c.Set(sessionKey, sess)
 		return s.renderError(c, http.StatusForbidden, "Form expired",
 			"The form did not carry this session's token. Reload the page and try again.", false)
 	}
 	s.adm.sessions.destroy(c.Response(), c.Request())
-	return c.Redirect(http.StatusSeeOther, "/auth/logged-out")
+	if c.FormValue(logoutProviderField) != "1" || s.adm.auth == nil {
+		return c.Redirect(http.StatusSeeOther, "/auth/logged-out")
+	}
+	end, err := s.adm.auth.endSessionURL(c.Request().Context())
+	if err != nil {
+		s.log.Warn("status page logout: oidc discovery", "err", err)
+	}
+	if end == "" {
+		return c.Redirect(http.StatusSeeOther, "/auth/logged-out?authentik=unsupported")
+	}
+	return c.Redirect(http.StatusSeeOther, end)
+}
+
+// endSessionURL is where to send a browser to end its Authentik session, coming back to the
+// signed-out page; empty when the provider lists no end-session endpoint on its own origin.
+func (a *authenticator) endSessionURL(ctx context.Context) (string, error) {
+	if _, _, err := a.setup(ctx); err != nil {
+		return "", err
+	}
+	a.mu.Lock()
+	end := a.endSession
+	a.mu.Unlock()
+	u, err := url.Parse(end)
+	// The page's CSP lets forms lead only to the issuer's origin.
+	if end == "" || err != nil || origin(end) != origin(a.o.Issuer) {
+		return "", nil
+	}
+	q := u.Query()
+	q.Set("client_id", a.o.ClientID)
+	q.Set("post_logout_redirect_uri", strings.TrimSuffix(a.redirectURL, callbackPath)+
+		"/auth/logged-out")
+	q.Set("state", loggedOutState)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// loggedOutPage is the body of loggedout.html.
+type loggedOutPage struct {
+	// Provider offers to end the Authentik session too; ProviderEnded says the browser came
+	// back from Authentik's end-session endpoint, ProviderUnsupported that there is none.
+	Provider, ProviderEnded, ProviderUnsupported bool
 }
 
 func (s *Server) loggedOut(c echo.Context) error {
 	c.Set(htmlKey, true)
-	pageHeaders(c, s.adm.imgSrc)
-	return s.render(c, http.StatusOK, "loggedout.html", "Signed out", "", nil)
+	pageHeaders(c, s.adm)
+	p := loggedOutPage{Provider: s.adm.auth != nil,
+		ProviderEnded:       c.QueryParam("state") == loggedOutState,
+		ProviderUnsupported: c.QueryParam("authentik") == "unsupported"}
+	return s.render(c, http.StatusOK, "loggedout.html", "Signed out", "", p)
 }
 
 // safeNext keeps a post-login redirect on this site: a path, never a scheme-relative URL.

@@ -442,3 +442,96 @@ func TestLogin_DiscoveryRetried(t *testing.T) {
 			p.Status, p.Header.Get("Location"))
 	}
 }
+
+func TestForbidden_SignOutToSwitchAccount(t *testing.T) {
+	unsupported := func(string, string) string { return "/auth/logged-out?authentik=unsupported" }
+	tests := []struct {
+		name       string
+		endSession string
+		want       func(issuer, public string) string // Location of the sign-out's answer
+	}{
+		{name: "provider lists an end-session endpoint", endSession: "/end-session/",
+			want: func(issuer, public string) string {
+				return issuer + "/end-session/?" + url.Values{
+					"client_id":                {testClientID},
+					"post_logout_redirect_uri": {public + "/auth/logged-out"},
+					"state":                    {loggedOutState},
+				}.Encode()
+			}},
+		{name: "provider lists none", endSession: "", want: unsupported},
+		{name: "endpoint on another origin, which the page's CSP would block",
+			endSession: "https://elsewhere.example/logout", want: unsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			idp := newFakeIdP(t)
+			idp.endSession = tt.endSession
+			idp.setUser(idpUser{Sub: "u3", Username: "carol", Groups: []string{"members"}})
+			b := newOIDCBridge(t, idp, &fakeStatus{})
+
+			seen := b.login("/")
+			refusal := seen[len(seen)-1]
+			if refusal.Status != http.StatusForbidden {
+				t.Fatalf("callback: status %d, want 403", refusal.Status)
+			}
+			mustContain(t, "refusal", refusal.Body, `action="/auth/logout"`,
+				`name="authentik" value="1"`, `id="switch-account"`)
+			mustContain(t, "refusal's CSP", refusal.Header.Get("Content-Security-Policy"),
+				"form-action 'self' "+idp.srv.URL+";")
+
+			// Carol has no session of the bridge, so the form carries no token.
+			p := b.post("/auth/logout", url.Values{"authentik": {"1"}})
+			if p.Status != http.StatusSeeOther {
+				t.Fatalf("sign-out: status %d, want 303; body:\n%s", p.Status, p.Body)
+			}
+			if got, want := p.Header.Get("Location"), tt.want(idp.srv.URL, b.srv.URL); got != want {
+				t.Errorf("sign-out goes to %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestLoggedOut_SaysWhatEnded(t *testing.T) {
+	idp := newFakeIdP(t)
+	b := newOIDCBridge(t, idp, &fakeStatus{})
+	tests := []struct {
+		query string
+		want  []string
+		not   string
+	}{
+		{"", []string{`data-authentik="kept"`, "not affected", `id="switch-account"`}, ""},
+		{"?state=" + loggedOutState, []string{`data-authentik="ended"`,
+			"Authentik was asked to end your session"}, `id="switch-account"`},
+		{"?authentik=unsupported", []string{`data-authentik="unsupported"`,
+			"could not end your Authentik session"}, `id="switch-account"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.query, func(t *testing.T) {
+			p := b.get("/auth/logged-out" + tt.query)
+			mustContain(t, "signed-out page", p.Body, tt.want...)
+			if tt.not != "" && strings.Contains(p.Body, tt.not) {
+				t.Errorf("signed-out page offers %s again", tt.not)
+			}
+		})
+	}
+}
+
+func TestCallback_RefusalEndsEarlierSession(t *testing.T) {
+	idp := newFakeIdP(t)
+	idp.setUser(idpUser{Sub: "u1", Username: "alice", Groups: []string{adminGroup}})
+	b := newOIDCBridge(t, idp, &fakeStatus{})
+	if seen := b.login("/"); seen[len(seen)-1].Status != http.StatusSeeOther {
+		t.Fatalf("admin login failed: %d", seen[len(seen)-1].Status)
+	}
+
+	// Someone else signs in on the same browser and is refused.
+	idp.setUser(idpUser{Sub: "u3", Username: "carol", Groups: []string{"members"}})
+	seen := b.login("/auth/login")
+	if last := seen[len(seen)-1]; last.Status != http.StatusForbidden {
+		t.Fatalf("second login: status %d, want 403", last.Status)
+	}
+	if p := b.get("/"); p.Status != http.StatusFound {
+		t.Errorf("GET / after the refusal: status %d, want 302 (alice's session ended)",
+			p.Status)
+	}
+}

@@ -270,6 +270,9 @@ type fakeIdP struct {
 	issued []string // every code and token handed out
 	// badNonce makes the ID token carry another nonce than the one asked for.
 	badNonce bool
+	// endSession is the end_session_endpoint discovery lists: "" for none, a path for one on
+	// the provider's own origin, or a whole URL.
+	endSession string
 }
 
 type idpUser struct {
@@ -316,7 +319,7 @@ func (p *fakeIdP) secrets() []string {
 
 func (p *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 	u := p.srv.URL
-	writeJSON(w, map[string]any{
+	meta := map[string]any{
 		"issuer":                                u,
 		"authorization_endpoint":                u + "/authorize",
 		"token_endpoint":                        u + "/token",
@@ -326,7 +329,16 @@ func (p *fakeIdP) discovery(w http.ResponseWriter, _ *http.Request) {
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"code_challenge_methods_supported":      []string{"S256"},
-	})
+	}
+	p.mu.Lock()
+	switch end := p.endSession; {
+	case strings.HasPrefix(end, "/"):
+		meta["end_session_endpoint"] = u + end
+	case end != "":
+		meta["end_session_endpoint"] = end
+	}
+	p.mu.Unlock()
+	writeJSON(w, meta)
 }
 
 func (p *fakeIdP) jwks(w http.ResponseWriter, _ *http.Request) {

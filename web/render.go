@@ -79,6 +79,7 @@ func loadPages() (*pages, error) {
 			return "/static/" + name + "?v=" + p.static[name].version
 		},
 		"plural": plural,
+		"add":    func(a, b int) int { return a + b },
 		"stateClass": func(st discord.GatewayState) string {
 			switch st {
 			case discord.GatewayReady, discord.GatewayResumed:
@@ -136,7 +137,9 @@ type errorPage struct {
 	Status  int
 	Message string
 	Login   bool // offer a link to log in again
-	TestID  string
+	// SwitchAccount offers to sign out of Authentik, so that another account can sign in.
+	SwitchAccount bool
+	TestID        string
 }
 
 func (s *Server) renderError(c echo.Context, status int, title, msg string, login bool) error {
@@ -146,7 +149,7 @@ func (s *Server) renderError(c echo.Context, status int, title, msg string, logi
 
 func (s *Server) renderForbidden(c echo.Context, user string) error {
 	return s.render(c, http.StatusForbidden, "error.html", "Access denied", "", errorPage{
-		Status: http.StatusForbidden, TestID: "forbidden",
+		Status: http.StatusForbidden, TestID: "forbidden", SwitchAccount: true,
 		Message: "You are signed in to Authentik as " + user + ", but that account is not in a " +
 			"group allowed to see the bridge's status page. Ask an administrator to add you " +
 			"to one of the groups in BRIDGE_ADMIN_GROUPS.",
@@ -164,12 +167,14 @@ func (s *Server) notConfigured(c echo.Context) error {
 		false)
 }
 
-// pageHeaders keep the page from being framed, cached or fed from other origins. imgSrc adds
-// the origins hosted avatars come from.
-func pageHeaders(c echo.Context, imgSrc string) {
+// pageHeaders keep the page from being framed, cached or fed from other origins. The admin's
+// imgSrc adds the origins hosted avatars come from, and formSrc Authentik's, where the
+// sign-out form's answer leads (browsers hold a form's redirects to form-action too).
+func pageHeaders(c echo.Context, a *admin) {
 	h := c.Response().Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; "+
-		"img-src 'self'"+imgSrc+"; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		"img-src 'self'"+a.imgSrc+"; form-action 'self'"+a.formSrc+"; frame-ancestors 'none'; "+
+		"base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")

@@ -36,6 +36,18 @@ const (
 	groupNamesMaxAge = time.Minute
 	// userSearchLimit bounds the Authentik users one search reads.
 	userSearchLimit = 20
+	// searchCandidates bounds the directory entries one search ranks before it keeps the
+	// page's limit, so that an exact match is not lost behind alphabetically earlier ones.
+	searchCandidates = 1000
+	// usernameMaxAge is how long a username read for the search page is trusted; usernames
+	// rarely change, and a stale one only labels a search result.
+	usernameMaxAge = 10 * time.Minute
+	// maxCachedUsernames bounds the username cache; past it, the cache starts over.
+	maxCachedUsernames = 20000
+	// usernameLookups is how many users one search reads from Authentik at once.
+	usernameLookups = 8
+	// auditPage is how many audit entries one read of the pass's change count takes.
+	auditPage = 500
 )
 
 // statusSource is the admin page's view of the running bridge.
@@ -57,6 +69,8 @@ type statusSource struct {
 
 	// previewing allows one dry full pass at a time: each reads the whole guild.
 	previewing sync.Mutex
+	usernames  usernameCache
+	passCount  passChanges
 }
 
 var _ web.Status = (*statusSource)(nil)
@@ -72,15 +86,24 @@ func (s *statusSource) Health(ctx context.Context) web.Health {
 		h.Gateway = web.GatewayHealth{Enabled: true, GatewayStatus: s.gw.Status()}
 	}
 	rep, err, running := s.ctrl.LastPass()
-	h.Pass = web.PassHealth{Running: running, Interval: s.cfg.Sync.ResyncInterval, Last: rep}
+	h.Pass = web.PassHealth{Running: running, Interval: s.cfg.Sync.ResyncInterval, Last: rep,
+		QueueChanges: -1}
 	if err != nil {
 		h.Pass.Err = err.Error()
+	}
+	if rep != nil && rep.Queued > 0 && s.store != nil {
+		n, err := s.passCount.count(ctx, s.store, rep)
+		if err == nil {
+			h.Pass.QueueChanges = n
+		}
 	}
 	if age, ok := s.rec.MappingAge(); ok {
 		// With a mapping cached this answers at once; it never waits on Authentik.
 		if m, err := s.rec.Mapping(ctx); err == nil {
 			h.MappingLoaded, h.MappingAge = true, age
 			h.Managed, h.Invalid = len(m.ManagedGroups()), len(m.Invalid())
+			unknown := s.unknownRoles(m)
+			h.UnknownRoles, h.UnknownGroups = len(unknown), len(groupsNaming(m, unknown))
 		}
 	}
 	h.RolesFetched, h.RolesError = s.roles.status()
@@ -117,6 +140,7 @@ func (s *statusSource) Mapping(ctx context.Context) (*web.MappingView, error) {
 	age, _ := s.rec.MappingAge()
 	v := &web.MappingView{RolesFetched: s.roles.r.Fetched(), MappingAge: age}
 
+	unknown := s.unknownRoles(m)
 	counts := s.desiredCounts(m)
 	for _, g := range m.ManagedGroups() {
 		mg := web.MappedGroup{UUID: g.UUID, Name: g.Name, Members: -1}
@@ -125,6 +149,9 @@ func (s *statusSource) Mapping(ctx context.Context) (*web.MappingView, error) {
 		}
 		for _, id := range m.RolesForGroup(g.UUID) {
 			mg.Roles = append(mg.Roles, s.role(id, m))
+			if slices.Contains(unknown, id) {
+				mg.Missing = append(mg.Missing, id)
+			}
 		}
 		sortRoles(mg.Roles)
 		v.Groups = append(v.Groups, mg)
@@ -138,24 +165,43 @@ func (s *statusSource) Mapping(ctx context.Context) (*web.MappingView, error) {
 		v.Invalid = append(v.Invalid, web.InvalidEntry{GroupUUID: inv.GroupUUID,
 			GroupName: inv.GroupName, Reason: inv.Reason, Value: inv.Value})
 	}
-
-	// Once the roles were read, they say which IDs are unknown now; before that, the last
-	// pass's list is the best there is.
-	var unknown []string
-	if !v.RolesFetched.IsZero() {
-		for _, id := range m.Roles() {
-			if r := s.role(id, m); !r.Known {
-				unknown = append(unknown, id)
-			}
-		}
-	} else if rep, _, _ := s.ctrl.LastPass(); rep != nil {
-		unknown = rep.UnknownRoles
-	}
 	for _, id := range unknown {
 		v.UnknownRoles = append(v.UnknownRoles, web.UnknownRole{RoleID: id,
 			Groups: s.role(id, m).Groups})
 	}
 	return v, nil
+}
+
+// unknownRoles returns the role IDs managed groups name that the guild does not have. Once
+// the guild's roles were read, they say which; before that, the last pass's list is the best
+// there is. The Health and Mapping tabs both count from here, so they agree.
+func (s *statusSource) unknownRoles(m *groupmatch.Mapping) []string {
+	if s.roles.r.Fetched().IsZero() {
+		if rep, _, _ := s.ctrl.LastPass(); rep != nil {
+			return slices.DeleteFunc(slices.Clone(rep.UnknownRoles), func(id string) bool {
+				return len(m.GroupsForRole(id)) == 0 // no longer mapped
+			})
+		}
+		return nil
+	}
+	var unknown []string
+	for _, id := range m.Roles() {
+		if !s.role(id, m).Known {
+			unknown = append(unknown, id)
+		}
+	}
+	return unknown
+}
+
+// groupsNaming returns the UUIDs of the managed groups one of roleIDs feeds.
+func groupsNaming(m *groupmatch.Mapping, roleIDs []string) map[string]bool {
+	out := map[string]bool{}
+	for _, id := range roleIDs {
+		for _, uuid := range m.GroupsForRole(id) {
+			out[uuid] = true
+		}
+	}
+	return out
 }
 
 // desiredCounts counts, per managed group, the members of the last full pass whose roles call
@@ -194,44 +240,204 @@ func (s *statusSource) membershipOf(e reconcile.Entry) guild.Membership {
 
 func (s *statusSource) Search(ctx context.Context, q string, limit int) (*web.SearchResult, error) {
 	res := &web.SearchResult{DirectoryReady: s.rec.Directory() != nil}
-	seen := map[string]int{} // discord ID → index in res.Hits
-	add := func(e reconcile.Entry, username string) {
-		i, ok := seen[e.DiscordID]
-		if !ok {
-			if len(res.Hits) >= limit {
-				return
-			}
-			i = len(res.Hits)
-			seen[e.DiscordID] = i
-			res.Hits = append(res.Hits, web.SearchHit{Entry: e})
-		}
-		if username != "" && !slices.Contains(res.Hits[i].Usernames, username) {
-			res.Hits[i].Usernames = append(res.Hits[i].Usernames, username)
+	var hits []web.SearchHit
+	seen := map[string]bool{}
+	add := func(e reconcile.Entry) {
+		if !seen[e.DiscordID] {
+			seen[e.DiscordID] = true
+			hits = append(hits, web.SearchHit{Entry: e})
 		}
 	}
-	for _, e := range s.rec.Search(q, nil, limit) {
-		add(e, "")
+	for _, e := range s.rec.Search(q, nil, searchCandidates) {
+		add(e)
 	}
 
 	users, err := s.searchUsers(ctx, q)
 	if err != nil {
 		res.AuthentikError = err.Error()
-		return res, nil
+	} else {
+		res.AuthentikSearched = true
 	}
-	res.AuthentikSearched = true
 	for _, u := range users {
+		s.usernames.put(u.PK, u.Username)
 		linked := s.rec.Search("", []int32{u.PK}, 1)
 		switch {
 		case len(linked) > 0:
-			add(linked[0], u.Username)
+			add(linked[0])
 		case u.DiscordID != "":
 			// Not in the last pass (or none ran yet), but the bridge wrote its Discord ID.
-			add(reconcile.Entry{DiscordID: u.DiscordID, UserPKs: []int32{u.PK}}, u.Username)
+			add(reconcile.Entry{DiscordID: u.DiscordID, UserPKs: []int32{u.PK}})
 		default:
 			res.Unlinked = append(res.Unlinked, u.Username)
 		}
 	}
+
+	// Rank with the usernames at hand, keep the page's share, then read the usernames still
+	// missing (only when Authentik answers) and rank those again: the names are the sort key.
+	s.nameUsers(hits)
+	rankHits(q, hits)
+	if len(hits) > limit {
+		res.More = len(hits) - limit
+		hits = hits[:limit]
+	}
+	if res.AuthentikSearched {
+		s.lookUpUsernames(ctx, hits)
+		s.nameUsers(hits)
+		rankHits(q, hits)
+	}
+	res.Hits = hits
 	return res, nil
+}
+
+// nameUsers fills each hit's Users from its Entry's pks with the usernames the cache holds.
+func (s *statusSource) nameUsers(hits []web.SearchHit) {
+	for i := range hits {
+		h := &hits[i]
+		h.Users = h.Users[:0]
+		for _, pk := range h.Entry.UserPKs {
+			name, _ := s.usernames.get(pk)
+			h.Users = append(h.Users, web.LinkedUser{PK: pk, Username: name})
+		}
+	}
+}
+
+// lookUpUsernames reads from Authentik, a few at a time, the users of hits whose username the
+// cache does not hold. A user that cannot be read stays without one; the page shows its pk.
+func (s *statusSource) lookUpUsernames(ctx context.Context, hits []web.SearchHit) {
+	var missing []int32
+	for _, h := range hits {
+		for _, pk := range h.Entry.UserPKs {
+			if _, ok := s.usernames.get(pk); !ok && !slices.Contains(missing, pk) {
+				missing = append(missing, pk)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, usernameLookups)
+	for _, pk := range missing {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if u, err := s.ak.User(ctx, pk); err == nil {
+				s.usernames.put(pk, u.Username)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// rankHits orders search results: exact matches of q (a Discord ID, a Discord username or an
+// Authentik username, in any case) first, then alphabetically by the name the page shows.
+func rankHits(q string, hits []web.SearchHit) {
+	q = strings.ToLower(strings.TrimSpace(q))
+	exact := func(h web.SearchHit) bool {
+		if h.Entry.DiscordID == q || strings.ToLower(h.Entry.Username) == q {
+			return true
+		}
+		return slices.ContainsFunc(h.Users, func(u web.LinkedUser) bool {
+			return u.Username != "" && strings.ToLower(u.Username) == q
+		})
+	}
+	slices.SortStableFunc(hits, func(a, b web.SearchHit) int {
+		ea, eb := exact(a), exact(b)
+		if ea != eb {
+			if ea {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(strings.ToLower(a.Name()), strings.ToLower(b.Name())),
+			cmp.Compare(a.Entry.DiscordID, b.Entry.DiscordID))
+	})
+}
+
+// usernameCache remembers Authentik usernames by pk for the search page: the last full pass
+// knows linked users only by pk.
+type usernameCache struct {
+	mu    sync.Mutex
+	names map[int32]cachedUsername
+}
+
+type cachedUsername struct {
+	username string
+	read     time.Time
+}
+
+func (c *usernameCache) get(pk int32) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, ok := c.names[pk]
+	if !ok || time.Since(n.read) > usernameMaxAge {
+		return "", false
+	}
+	return n.username, true
+}
+
+func (c *usernameCache) put(pk int32, username string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names == nil || len(c.names) >= maxCachedUsernames {
+		c.names = map[int32]cachedUsername{}
+	}
+	c.names[pk] = cachedUsername{username: username, read: time.Now()}
+}
+
+// passChanges counts the audit entries the work queue wrote for the users full passes handed
+// it since a pass started. It counts every full pass's entries, not only those with the
+// pass's own trigger: a user that two passes queue in turn (one at start, one when the
+// gateway is ready) is synced once, under whichever trigger the queue held then. Each count
+// reads only the entries added since the one before, so the Health tab and the scrapes that
+// share its data stay cheap however large the log grows.
+type passChanges struct {
+	mu      sync.Mutex
+	trigger string
+	started time.Time
+	newest  int64 // the newest audit entry looked at for this pass
+	n       int
+}
+
+// passKind is the part of a pass's trigger that every full pass shares: "full_pass:" of
+// "full_pass:timer".
+func passKind(trigger string) string {
+	if kind, _, ok := strings.Cut(trigger, ":"); ok {
+		return kind + ":"
+	}
+	return trigger
+}
+
+func (pc *passChanges) count(ctx context.Context, store reconcile.Store,
+	rep *reconcile.PassReport) (int, error) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.trigger != rep.Trigger || !pc.started.Equal(rep.Started) {
+		pc.trigger, pc.started, pc.newest, pc.n = rep.Trigger, rep.Started, 0, 0
+	}
+
+	newest, n := pc.newest, 0
+	kind := passKind(rep.Trigger)
+	f := reconcile.ChangeFilter{Limit: auditPage}
+	for {
+		page, err := store.Changes(ctx, f)
+		if err != nil {
+			return 0, fmt.Errorf("count the pass's changes: %w", err)
+		}
+		for _, c := range page {
+			if c.ID <= pc.newest || c.At.Before(rep.Started) {
+				page = nil // the rest is older still
+				break
+			}
+			newest = max(newest, c.ID)
+			if c.Trigger == rep.Trigger || strings.HasPrefix(c.Trigger, kind) {
+				n++
+			}
+		}
+		if len(page) < auditPage {
+			break
+		}
+		f.Before = page[len(page)-1].ID
+	}
+	pc.newest, pc.n = newest, pc.n+n
+	return pc.n, nil
 }
 
 // foundUser is an Authentik user a username search returned.
@@ -356,26 +562,57 @@ func (s *statusSource) Member(ctx context.Context, discordID string) (*web.Membe
 	sort.Strings(v.Desired)
 	if plan != nil {
 		for _, up := range plan.Users {
-			v.Users = append(v.Users, s.memberUser(ctx, up))
+			mu, last := s.memberUser(ctx, up)
+			v.Users = append(v.Users, mu)
+			// Without the member itself, the names the bridge last wrote are the best left.
+			if v.Username == "" && v.LastUsername == "" && last.Username != "" {
+				v.LastUsername, v.LastDisplayName = last.Username, last.display()
+			}
 		}
 	}
 	return v, nil
 }
 
+// lastDiscord is the part of attributes.discord that names the account, as the bridge last
+// wrote it.
+type lastDiscord struct {
+	Username   string  `json:"username"`
+	GlobalName *string `json:"global_name"`
+	Nick       *string `json:"nick"`
+}
+
+// display is the name Discord showed: the nickname, else the global name, else "".
+func (l lastDiscord) display() string {
+	for _, n := range []*string{l.Nick, l.GlobalName} {
+		if n != nil && *n != "" {
+			return *n
+		}
+	}
+	return ""
+}
+
 // memberUser adds what the `groups` claim holds now and will hold after the plan is applied:
-// the plan only adds and removes managed groups, so every other group stays as it is.
-func (s *statusSource) memberUser(ctx context.Context, up reconcile.UserPlan) web.MemberUser {
+// the plan only adds and removes managed groups, so every other group stays as it is. It
+// also returns the Discord names the user's attributes.discord holds.
+func (s *statusSource) memberUser(ctx context.Context, up reconcile.UserPlan) (web.MemberUser,
+	lastDiscord) {
 	mu := web.MemberUser{PK: up.PK, Username: up.Username, AvatarURL: up.AvatarURL}
+	var last lastDiscord
 	u, err := s.ak.User(ctx, up.PK)
 	if err != nil {
-		return mu
+		return mu, last
+	}
+	s.usernames.put(u.PK, u.Username)
+	mu.Name = u.Name
+	if raw, ok := u.Attributes["discord"]; ok {
+		_ = json.Unmarshal(raw, &last) // a hand-edited value that does not decode names nobody
 	}
 	if mu.AvatarURL == "" {
 		_ = json.Unmarshal(u.Attributes["avatar"], &mu.AvatarURL)
 	}
 	names, err := s.groups.get(ctx)
 	if err != nil {
-		return mu
+		return mu, last
 	}
 	nameOf := func(uuid string) string {
 		if n, ok := names[uuid]; ok {
@@ -405,7 +642,7 @@ func (s *statusSource) memberUser(ctx context.Context, up reconcile.UserPlan) we
 	if mu.GroupsAfter == nil {
 		mu.GroupsAfter = []string{}
 	}
-	return mu
+	return mu, last
 }
 
 func (s *statusSource) Activity(ctx context.Context, f reconcile.ChangeFilter) ([]reconcile.Change, error) {

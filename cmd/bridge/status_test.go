@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/bwmarrin/discordgo"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
@@ -64,11 +69,12 @@ func TestStatusSource_SearchByAuthentikUsername(t *testing.T) {
 	}
 	want := &web.SearchResult{
 		AuthentikSearched: true,
+		// Alphabetical by the names the page shows, the Authentik usernames here.
 		Hits: []web.SearchHit{
 			{Entry: reconcile.Entry{DiscordID: "80351110224678912", UserPKs: []int32{linked}},
-				Usernames: []string{"nelly.n"}},
+				Users: []web.LinkedUser{{PK: linked, Username: "nelly.n"}}},
 			{Entry: reconcile.Entry{DiscordID: "80351110224678", UserPKs: []int32{numeric}},
-				Usernames: []string{"nelly.old"}},
+				Users: []web.LinkedUser{{PK: numeric, Username: "nelly.old"}}},
 		},
 		Unlinked: []string{"nelly.unlinked"},
 	}
@@ -97,21 +103,27 @@ func TestStatusSource_DownstreamGroups(t *testing.T) {
 		Attributes: json.RawMessage(`{"discord_role_id":"111"}`)})
 	editors := ak.AddGroup(authentikstub.Group{Name: "makerspace-editors",
 		Attributes: json.RawMessage(`{"discord_role_id":"222"}`)})
-	pk := ak.AddUser(authentikstub.User{Username: "nelly", IsActive: true,
-		Attributes: json.RawMessage(`{"avatar":"http://bridge.example/avatars/a.png"}`)})
+	pk := ak.AddUser(authentikstub.User{Username: "nelly", Name: "Nelly N", IsActive: true,
+		Attributes: json.RawMessage(`{"avatar":"http://bridge.example/avatars/a.png",` +
+			`"discord":{"id":"80351110224678912","username":"nelly_discord",` +
+			`"global_name":"Nelly on Discord","nick":null,"roles":[]}}`)})
 	ak.AddMember(staff, pk)
 	ak.AddMember(editors, pk)
 
 	up := reconcile.UserPlan{PK: pk, Username: "nelly",
 		Add:    []reconcile.GroupChange{{Group: groupmatch.Group{UUID: admins}}},
 		Remove: []reconcile.GroupChange{{Group: groupmatch.Group{UUID: editors}}}}
-	got := s.memberUser(t.Context(), up)
-	want := web.MemberUser{PK: pk, Username: "nelly",
+	got, last := s.memberUser(t.Context(), up)
+	want := web.MemberUser{PK: pk, Username: "nelly", Name: "Nelly N",
 		AvatarURL:   "http://bridge.example/avatars/a.png",
 		GroupsNow:   []string{"makerspace-editors", "staff"},
 		GroupsAfter: []string{"makerspace-admins", "staff"}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("member user (-want +got):\n%s", d)
+	}
+	if last.Username != "nelly_discord" || last.display() != "Nelly on Discord" {
+		t.Errorf("last Discord names = %q, %q; want nelly_discord, Nelly on Discord",
+			last.Username, last.display())
 	}
 }
 
@@ -123,5 +135,214 @@ func TestUpstreamNames(t *testing.T) {
 	want := map[string]string{"discord.com": "discord", "auth.example.org": "authentik"}
 	if d := cmp.Diff(want, upstreamNames(cfg)); d != "" {
 		t.Errorf("names (-want +got):\n%s", d)
+	}
+}
+
+func TestRankHits(t *testing.T) {
+	hit := func(id, discordUsername string, akUsernames ...string) web.SearchHit {
+		h := web.SearchHit{Entry: reconcile.Entry{DiscordID: id, Username: discordUsername}}
+		for i, u := range akUsernames {
+			h.Users = append(h.Users, web.LinkedUser{PK: int32(i + 1), Username: u})
+		}
+		return h
+	}
+	hits := []web.SearchHit{
+		hit("30", "zed"),
+		hit("31", "Annie"),
+		hit("32", "", "helga.b"), // a former member, named by her Authentik user
+		hit("33", "ann"),
+		hit("34", "bob", "ANN.admin"),
+		hit("35", ""), // neither name known: "Discord ID 35"
+	}
+	tests := []struct {
+		q    string
+		want []string // Discord IDs in order
+	}{
+		{"ann", []string{"33", "31", "34", "35", "32", "30"}},
+		{"ANN.ADMIN", []string{"34", "33", "31", "35", "32", "30"}},
+		{"35", []string{"35", "33", "31", "34", "32", "30"}},
+		{"nobody", []string{"33", "31", "34", "35", "32", "30"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.q, func(t *testing.T) {
+			got := slices.Clone(hits)
+			rankHits(tt.q, got)
+			var ids []string
+			for _, h := range got {
+				ids = append(ids, h.Entry.DiscordID)
+			}
+			if d := cmp.Diff(tt.want, ids); d != "" {
+				t.Errorf("order for %q (-want +got):\n%s", tt.q, d)
+			}
+		})
+	}
+}
+
+func TestStatusSource_UsernamesOfPKs(t *testing.T) {
+	s, ak := newStubSource(t)
+	helga := ak.AddUser(authentikstub.User{Username: "helga.b", IsActive: true})
+	mateo := ak.AddUser(authentikstub.User{Username: "mateo.g", IsActive: true})
+	const gone = int32(99999) // deleted in Authentik since the last full pass
+	hits := []web.SearchHit{
+		{Entry: reconcile.Entry{DiscordID: "1", UserPKs: []int32{helga, gone}}},
+		{Entry: reconcile.Entry{DiscordID: "2", UserPKs: []int32{mateo}}},
+	}
+
+	s.lookUpUsernames(t.Context(), hits)
+	s.nameUsers(hits)
+	want := [][]web.LinkedUser{
+		{{PK: helga, Username: "helga.b"}, {PK: gone}},
+		{{PK: mateo, Username: "mateo.g"}},
+	}
+	for i, h := range hits {
+		if d := cmp.Diff(want[i], h.Users); d != "" {
+			t.Errorf("hit %s users (-want +got):\n%s", h.Entry.DiscordID, d)
+		}
+	}
+
+	// The second time the cache answers: Authentik is not asked again for known users.
+	ak.ResetCounts()
+	s.lookUpUsernames(t.Context(), hits[1:])
+	if n := ak.Counts().Reads; n != 0 {
+		t.Errorf("a second lookup of cached usernames read Authentik %d times, want 0", n)
+	}
+}
+
+// auditLog is a reconcile.Store whose audit log is a slice, newest first; other methods are
+// not used by the code under test.
+type auditLog struct {
+	reconcile.Store
+	changes []reconcile.Change
+	err     error
+	reads   int
+}
+
+func (l *auditLog) Changes(_ context.Context, f reconcile.ChangeFilter) ([]reconcile.Change,
+	error) {
+	l.reads++
+	if l.err != nil {
+		return nil, l.err
+	}
+	var out []reconcile.Change
+	for _, c := range l.changes {
+		if f.Before != 0 && c.ID >= f.Before {
+			continue
+		}
+		if out = append(out, c); len(out) == f.Limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+// add appends n entries with the trigger, at the time, with the next IDs.
+func (l *auditLog) add(n int, trigger string, at time.Time) {
+	for range n {
+		id := int64(len(l.changes) + 1)
+		l.changes = slices.Insert(l.changes, 0,
+			reconcile.Change{ID: id, Trigger: trigger, At: at})
+	}
+}
+
+func TestPassChanges_Count(t *testing.T) {
+	start := time.Date(2026, 12, 3, 19, 5, 48, 0, time.UTC)
+	log := &auditLog{}
+	log.add(40, "full_pass:start", start.Add(-time.Hour)) // applied before this pass
+	log.add(3, "hook", start.Add(-time.Minute))
+	pass := &reconcile.PassReport{Trigger: "full_pass:gateway_ready", Started: start, Queued: 30}
+	var pc passChanges
+
+	step := func(want int) {
+		t.Helper()
+		got, err := pc.count(t.Context(), log, pass)
+		if err != nil || got != want {
+			t.Errorf("count = %d, %v; want %d", got, err, want)
+		}
+	}
+	step(0)
+	// The queue works through the users while logins sync others. Users the pass at start
+	// queued too are synced under its trigger.
+	log.add(auditPage+20, "full_pass:start", start.Add(time.Second))
+	log.add(5, "hook", start.Add(2*time.Second))
+	log.add(7, "full_pass:gateway_ready", start.Add(3*time.Second))
+	step(auditPage + 27)
+
+	reads := log.reads
+	step(auditPage + 27)
+	if log.reads-reads != 1 {
+		t.Errorf("a count with nothing new read %d pages, want 1", log.reads-reads)
+	}
+
+	log.err = errors.New("database is locked")
+	if _, err := pc.count(t.Context(), log, pass); err == nil {
+		t.Errorf("count with a failing store: no error")
+	}
+	log.err = nil
+	log.add(2, "full_pass:gateway_ready", start.Add(4*time.Second))
+	step(auditPage + 29)
+
+	// A new pass counts from nothing.
+	next := &reconcile.PassReport{Trigger: "full_pass:timer", Started: start.Add(time.Hour),
+		Queued: 1}
+	log.add(1, "full_pass:timer", start.Add(time.Hour+time.Second))
+	if got, err := pc.count(t.Context(), log, next); err != nil || got != 1 {
+		t.Errorf("count of the next pass = %d, %v; want 1", got, err)
+	}
+}
+
+// roleList serves a fixed list of guild roles.
+type roleList []*discordgo.Role
+
+func (l roleList) Roles(context.Context, string) ([]*discordgo.Role, error) { return l, nil }
+
+func TestStatusSource_MappingUnknownRolesStayManaged(t *testing.T) {
+	s, ak := newStubSource(t)
+	s.cfg.Discord.GuildID = "100"
+	roles := roleList{{ID: "100", Name: "@everyone"},
+		{ID: "111", Name: "Board", Color: 0xe74c3c, Position: 2},
+		{ID: "222", Name: "Members", Position: 1}}
+	s.roles = newRolesKeeper(roles, "100", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := s.roles.r.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ak.AddGroup(authentikstub.Group{Name: "admins",
+		Attributes: json.RawMessage(`{"discord_role_id":"111"}`)})
+	ak.AddGroup(authentikstub.Group{Name: "former-staff",
+		Attributes: json.RawMessage(`{"discord_role_id":"717438513577984077"}`)})
+	ak.AddGroup(authentikstub.Group{Name: "mixed",
+		Attributes: json.RawMessage(`{"discord_role_id":["222","717438513577984077"]}`)})
+	ak.AddGroup(authentikstub.Group{Name: "keyholders",
+		Attributes: json.RawMessage(`{"discord_role_id":{"id":"222"}}`)})
+
+	v, err := s.Mapping(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := map[string][]string{}
+	for _, g := range v.Groups {
+		missing[g.Name] = g.Missing
+	}
+	wantMissing := map[string][]string{"admins": nil,
+		"former-staff": {"717438513577984077"}, "mixed": {"717438513577984077"}}
+	if d := cmp.Diff(wantMissing, missing); d != "" {
+		t.Errorf("managed groups and their missing roles (-want +got):\n%s", d)
+	}
+	wantUnknown := []web.UnknownRole{{RoleID: "717438513577984077",
+		Groups: []string{"former-staff", "mixed"}}}
+	if d := cmp.Diff(wantUnknown, v.UnknownRoles); d != "" {
+		t.Errorf("unknown roles (-want +got):\n%s", d)
+	}
+	if len(v.Invalid) != 1 || v.Invalid[0].GroupName != "keyholders" {
+		t.Errorf("refused entries = %+v, want keyholders alone", v.Invalid)
+	}
+
+	// The Health tab counts from the same helpers.
+	m, err := s.rec.Mapping(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := s.unknownRoles(m)
+	if got := len(groupsNaming(m, unknown)); len(unknown) != 1 || got != 2 {
+		t.Errorf("health counts %d unknown roles in %d groups, want 1 in 2", len(unknown), got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,15 +78,17 @@ func TestBrowser(t *testing.T) {
 	}
 
 	m := pickMember(t, sb)
-	t.Run("health", func(t *testing.T) { checkHealth(t, admin, sb, shots) })
-	t.Run("mapping", func(t *testing.T) { checkMapping(t, admin, sb, shots) })
+	var counts mappingCounts
+	t.Run("health", func(t *testing.T) { counts = checkHealth(t, admin, sb, shots) })
+	t.Run("mapping", func(t *testing.T) { checkMapping(t, admin, sb, counts, shots) })
 	t.Run("search and avatar", func(t *testing.T) { checkSearch(t, admin, sb, m, shots) })
+	t.Run("former and unlinked members", func(t *testing.T) { checkOddMembers(t, admin, sb) })
 	t.Run("dry run, sync and audit entry", func(t *testing.T) {
 		checkSync(t, admin, sb, m, shots)
 	})
 	t.Run("without JavaScript", func(t *testing.T) { checkNoScript(t, admin, sb, m) })
 	t.Run("phone width", func(t *testing.T) { checkPhone(t, admin, sb, m, shots) })
-	t.Run("sync everyone", func(t *testing.T) { checkSyncAll(t, admin, sb, shots) })
+	t.Run("sync everyone", func(t *testing.T) { checkSyncAll(t, admin, sb, m, shots) })
 	t.Run("logout", func(t *testing.T) {
 		status := follow(t, admin, "#logout-button")
 		if status != 200 || !exists(t, admin, "#logged-out") || exists(t, admin, "#current-user") {
@@ -114,16 +117,40 @@ func TestBrowser(t *testing.T) {
 				sb.Member.Username, resp.Status)
 		}
 		shoot(t, br, shots, "forbidden", true)
+
+		// Signing out there ends the provider's session too, so the admin can sign in on
+		// this browser instead of being signed in as the member again at once.
+		if status := follow(t, br, "#switch-account"); status != 200 {
+			t.Fatalf("Sign out to use another account: status %d at %s", status,
+				location(t, br))
+		}
+		if got := attr(t, br, "#logged-out", "data-authentik"); got != "ended" {
+			t.Errorf("after the switch: #logged-out data-authentik = %q, want ended", got)
+		}
+		login(t, br, sb, sb.Admin)
+		if got := text(t, br, "#current-user"); got != sb.Admin.Username {
+			t.Errorf("after switching account: #current-user = %q, want %s", got,
+				sb.Admin.Username)
+		}
 	})
 }
 
-// checkHealth waits for the gateway session and looks at the health page.
-func checkHealth(t *testing.T, br context.Context, sb *Sandbox, shots string) {
-	poll(t, br, sb.URL+"/", "gateway ready and a full pass finished", `(() => {
+// mappingCounts are the mapping's numbers as the health page gives them.
+type mappingCounts struct {
+	Managed, Unknown, Invalid string
+}
+
+// checkHealth waits for the gateway session, the first full pass and the work it queued,
+// looks at the health page and returns its counts of the mapping.
+func checkHealth(t *testing.T, br context.Context, sb *Sandbox, shots string) mappingCounts {
+	poll(t, br, sb.URL+"/", "gateway ready, a full pass done and its queue worked off", `(() => {
 		const g = document.querySelector('#gateway-state');
 		const p = document.querySelector('#pass-status');
+		const q = document.querySelector('#pass-stale');
+		const c = document.querySelector('#pass-changes');
 		return !!g && ['ready', 'resumed'].includes(g.textContent.trim()) &&
-			!!p && p.textContent.includes('finished');
+			!!p && p.textContent.includes('finished') && !!q &&
+			(q.dataset.queued === '0' || c.textContent.includes('none waiting'));
 	})()`)
 	if got := attr(t, br, "#nav-health", "aria-current"); got != "page" {
 		t.Errorf("#nav-health aria-current = %q, want page", got)
@@ -135,15 +162,144 @@ func checkHealth(t *testing.T, br context.Context, sb *Sandbox, shots string) {
 	if got := text(t, br, "#authentik-state"); got != "reachable" {
 		t.Errorf("#authentik-state = %q, want reachable", got)
 	}
+	checkWords(t, br, "dl.kv dd")
+	checkCardsFit(t, br)
+	counts := mappingCounts{
+		Managed: attr(t, br, "#health-mapping", "data-managed"),
+		Unknown: attr(t, br, "#health-mapping", "data-unknown-roles"),
+		Invalid: attr(t, br, "#health-mapping", "data-invalid"),
+	}
+	queued := attr(t, br, "#pass-stale", "data-queued")
+	var applied string
+	if queued != "0" {
+		applied = attr(t, br, "#pass-changes", "data-changes")
+		if got := text(t, br, "#pass-changes"); !strings.Contains(got,
+			"the queue has since applied "+applied+" change") {
+			t.Errorf("#pass-changes = %q, want it to say what the queue applied", got)
+		}
+	}
 	shoot(t, br, shots, "health", true)
+
+	// Whether the newest pass still found users out of date depends on how fast the queue
+	// worked for the one before; checkSyncAll makes sure of a queued pass.
+	if queued == "0" {
+		return counts
+	}
+	logged := 0
+	open(t, br, sb.URL+"/activity")
+	for {
+		for _, r := range eval[[]activityRow](t, br, activityJS) {
+			if strings.HasPrefix(r.Trigger, "full_pass:") {
+				logged++
+			}
+		}
+		if !exists(t, br, "#activity-older") {
+			break
+		}
+		follow(t, br, "#activity-older")
+	}
+	if n, err := strconv.Atoi(applied); err != nil || n < 1 || n > logged {
+		t.Errorf("health says the queue applied %q changes for %s queued users; want 1 to "+
+			"the %d full-pass entries of the audit log", applied, queued, logged)
+	}
+	return counts
+}
+
+// brokenWordsJS lists the words inside the elements sel matches that wrap in their middle.
+// Hyphens, dashes and punctuation are fair places to wrap, so they separate words here.
+const brokenWordsJS = `((sel) => {
+	const out = [];
+	for (const el of document.querySelectorAll(sel)) {
+		const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+		for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+			for (const m of n.data.matchAll(/[^\s\-–—,;()]+/g)) {
+				const r = document.createRange();
+				r.setStart(n, m.index);
+				r.setEnd(n, m.index + m[0].length);
+				const lines = new Set([...r.getClientRects()].filter(x => x.width > 0)
+					.map(x => Math.round(x.top)));
+				if (lines.size > 1) out.push(m[0]);
+			}
+		}
+	}
+	return out;
+})`
+
+// checkWords fails the test for words that wrap in their middle inside the elements sel
+// matches: at the desktop width every word fits a line of its own.
+func checkWords(t *testing.T, br context.Context, sel string) {
+	t.Helper()
+	if broken := eval[[]string](t, br, brokenWordsJS+fmt.Sprintf("(%q)", sel)); len(broken) > 0 {
+		t.Errorf("%s at %s: words wrapped in the middle: %q", sel, location(t, br), broken)
+	}
+}
+
+// cardsFitJS describes the cards of the page's grids and the role chips of every card outside
+// tables: how much room is left under a card's content, how wide the card is next to its
+// grid, and how far a chip sticks out of its card.
+const cardsFitJS = `(() => {
+	const px = v => parseFloat(v) || 0;
+	const cards = [...document.querySelectorAll('main .grid > .card')].map(c => {
+		const cs = getComputedStyle(c), box = c.getBoundingClientRect();
+		const last = c.lastElementChild;
+		const slack = last ? box.bottom - px(cs.paddingBottom) - px(cs.borderBottomWidth) -
+			last.getBoundingClientRect().bottom - px(getComputedStyle(last).marginBottom) : 0;
+		return {id: c.id || c.querySelector('h2')?.textContent || '', slack: Math.round(slack),
+			share: box.width / c.parentElement.getBoundingClientRect().width};
+	});
+	// A chip in a table may scroll with the table inside its frame.
+	const chips = [...document.querySelectorAll('.card [data-testid=role]')]
+		.filter(r => !r.closest('.table-wrap')).map(r => {
+		const card = r.closest('.card'), cs = getComputedStyle(card);
+		const over = r.getBoundingClientRect().right -
+			(card.getBoundingClientRect().right - px(cs.paddingRight) - px(cs.borderRightWidth));
+		return {id: r.dataset.roleId, over: Math.round(over)};
+	});
+	return {cards, chips};
+})()`
+
+type cardsFit struct {
+	Cards []struct {
+		ID    string  `json:"id"`
+		Slack int     `json:"slack"`
+		Share float64 `json:"share"`
+	} `json:"cards"`
+	Chips []struct {
+		ID   string `json:"id"`
+		Over int    `json:"over"`
+	} `json:"chips"`
+}
+
+// checkCardsFit fails the test for a card stretched far below its content, for a card of a
+// grid row that leaves most of the row empty, and for a role chip that sticks out of its card.
+func checkCardsFit(t *testing.T, br context.Context) {
+	t.Helper()
+	fit := eval[cardsFit](t, br, cardsFitJS)
+	row := 0.0
+	for _, c := range fit.Cards {
+		if c.Slack > 24 {
+			t.Errorf("%s: card %q has %d px of nothing under its content", location(t, br),
+				c.ID, c.Slack)
+		}
+		row += c.Share
+	}
+	// Cards as narrow as a quarter of the page, with a row of two using half of it, read
+	// badly: a grid of at most three cards must fill its row.
+	if n := len(fit.Cards); n > 0 && n <= 3 && row < 0.9 {
+		t.Errorf("%s: the %d cards of a grid use %.0f%% of its width, want the whole row",
+			location(t, br), n, row*100)
+	}
+	for _, c := range fit.Chips {
+		if c.Over > 0 {
+			t.Errorf("%s: role chip %s sticks %d px out of its card", location(t, br), c.ID,
+				c.Over)
+		}
+	}
 }
 
 // mappingPage is what the mapping page shows, read by mappingJS.
 type mappingPage struct {
-	Managed []struct {
-		Group string     `json:"group"`
-		Roles []pageRole `json:"roles"`
-	} `json:"managed"`
+	Managed []managedRow `json:"managed"`
 	Invalid []struct {
 		Group  string `json:"group"`
 		Reason string `json:"reason"`
@@ -156,6 +312,15 @@ type mappingPage struct {
 type unknownRow struct {
 	RoleID string `json:"roleID"`
 	Text   string `json:"text"`
+}
+
+// managedRow is a managed group. Missing holds the IDs of its roles the guild lacks,
+// separated by spaces; Badge says the row is marked for them.
+type managedRow struct {
+	Group   string     `json:"group"`
+	Roles   []pageRole `json:"roles"`
+	Missing string     `json:"missing"`
+	Badge   bool       `json:"badge"`
 }
 
 type pageRole struct {
@@ -173,19 +338,22 @@ const mappingJS = `(() => {
 	const all = sel => [...document.querySelectorAll(sel)];
 	return {
 		managed: all('#mapping-table [data-testid=mapping-row]').map(r => ({
-			group: r.dataset.group, roles: roles(r)})),
+			group: r.dataset.group, roles: roles(r), missing: r.dataset.missing || '',
+			badge: !!r.querySelector('[data-testid=missing-role-badge]')})),
 		invalid: all('#invalid-mappings [data-testid=invalid-row]').map(r => ({
 			group: r.dataset.group, reason: r.cells[1].textContent})),
-		unknown: all('#invalid-mappings [data-testid=unknown-role-row]').map(r => ({
+		unknown: all('#unknown-role-table [data-testid=unknown-role-row]').map(r => ({
 			roleID: r.dataset.roleId, text: r.textContent})),
 		unused: roles(document.querySelector('#unused-roles') || document.createElement('p')),
 	};
 })()`
 
 // checkMapping compares the mapping page with the groups and roles the sandbox seeded: every
-// valid discord_role_id (string, number or list) is a managed group with its roles resolved,
-// and every broken one is listed with its reason.
-func checkMapping(t *testing.T, br context.Context, sb *Sandbox, shots string) {
+// valid discord_role_id (string, number or list) is a managed group with its roles resolved;
+// one naming a role the guild lacks is still managed, marked, and listed under the missing
+// roles; every refused one is listed with its reason. Its counts must be the health page's.
+func checkMapping(t *testing.T, br context.Context, sb *Sandbox, counts mappingCounts,
+	shots string) {
 	open(t, br, sb.URL+"/")
 	follow(t, br, "#nav-mapping")
 	poll(t, br, sb.URL+"/mapping", "roles read from Discord",
@@ -198,8 +366,10 @@ func checkMapping(t *testing.T, br context.Context, sb *Sandbox, shots string) {
 	}
 	used := map[string]bool{}
 	managed := map[string][]pageRole{}
+	rows := map[string]managedRow{}
 	for _, row := range got.Managed {
 		managed[row.Group] = row.Roles
+		rows[row.Group] = row
 	}
 	invalid := map[string]string{}
 	for _, row := range got.Invalid {
@@ -226,13 +396,22 @@ func checkMapping(t *testing.T, br context.Context, sb *Sandbox, shots string) {
 			}
 			checkManagedRow(t, g, ids, managed, roleByID)
 		case len(ids) == 0:
-			// The mapping names a role the guild does not have.
+			// The mapping names a role the guild does not have: the group is managed (and
+			// loses the members the role fed), marked as such, and not refused.
 			i := slices.IndexFunc(got.Unknown, func(u unknownRow) bool {
 				return strings.Contains(g.Mapping, u.RoleID)
 			})
 			if i < 0 || !strings.Contains(got.Unknown[i].Text, g.Name) {
 				t.Errorf("group %s (discord_role_id %s, %s): no unknown-role row naming it; "+
 					"unknown rows: %+v", g.Name, g.Mapping, g.Problem, got.Unknown)
+			}
+			row, ok := rows[g.Name]
+			if !ok || !row.Badge || row.Missing == "" || !strings.Contains(g.Mapping, row.Missing) {
+				t.Errorf("group %s (discord_role_id %s): managed row %+v (found %v), want it "+
+					"managed with a missing-role badge", g.Name, g.Mapping, row, ok)
+			}
+			if _, ok := invalid[g.Name]; ok {
+				t.Errorf("group %s is managed but also among the refused entries", g.Name)
 			}
 		default:
 			reason, ok := invalid[g.Name]
@@ -267,6 +446,16 @@ func checkMapping(t *testing.T, br context.Context, sb *Sandbox, shots string) {
 	if !slices.Equal(gotUnused, wantUnused) {
 		t.Errorf("unused roles = %q, want %q", gotUnused, wantUnused)
 	}
+
+	onPage := mappingCounts{Managed: fmt.Sprint(len(got.Managed)),
+		Unknown: fmt.Sprint(len(got.Unknown)), Invalid: fmt.Sprint(len(got.Invalid))}
+	if onPage != counts {
+		t.Errorf("mapping page counts %+v, health page %+v; want the same", onPage, counts)
+	}
+	for _, sel := range []string{"#mapping-table", "#unknown-role-table", "#invalid-mappings"} {
+		checkWords(t, br, sel+" code, "+sel+" .mono")
+	}
+	checkCardsFit(t, br)
 	shoot(t, br, shots, "mapping", true)
 }
 
@@ -346,6 +535,8 @@ func checkSearch(t *testing.T, br context.Context, sb *Sandbox, m Member, shots 
 	if got := text(t, br, row+" td:last-child"); !strings.Contains(got, m.Username) {
 		t.Errorf("result row's Authentik users = %q, want %s", got, m.Username)
 	}
+	checkSearchOrder(t, br, sb, m)
+	open(t, br, sb.URL+"/members?q="+q)
 	shoot(t, br, shots, "members-search", true)
 
 	follow(t, br, row+" [data-testid=member-link]")
@@ -360,6 +551,106 @@ func checkSearch(t *testing.T, br context.Context, sb *Sandbox, m Member, shots 
 		})()`)
 	if src := attr(t, br, "#member-avatar", "src"); !strings.HasPrefix(src, sb.URL+"/") {
 		t.Errorf("avatar src %q is not hosted by the bridge at %s", src, sb.URL)
+	}
+}
+
+// searchRow is one result of a member search as the page shows it.
+type searchRow struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Users string `json:"users"`
+}
+
+const searchJS = `[...document.querySelectorAll('#search-results [data-testid=search-row]')]
+	.map(r => ({id: r.dataset.discordId,
+		name: r.querySelector('[data-testid=member-link]').textContent.trim(),
+		users: r.querySelector('[data-testid=hit-users]').textContent.trim()}))`
+
+// checkSearchOrder searches by m's Discord ID, which Authentik's user search cannot match, so
+// that the username must come from the bridge's lookup; and searches broadly, where results
+// come in alphabetical order and every linked user shows by username.
+func checkSearchOrder(t *testing.T, br context.Context, sb *Sandbox, m Member) {
+	t.Helper()
+	open(t, br, sb.URL+"/members?q="+m.DiscordID)
+	rows := eval[[]searchRow](t, br, searchJS)
+	if len(rows) == 0 || rows[0].ID != m.DiscordID || rows[0].Users != m.Username {
+		t.Errorf("search for %s's ID: rows %+v, want %s first with Authentik user %s",
+			m.Username, rows, m.DiscordID, m.Username)
+	}
+
+	open(t, br, sb.URL+"/members?q=a")
+	rows = eval[[]searchRow](t, br, searchJS)
+	if len(rows) < 5 {
+		t.Fatalf("search for \"a\": %d rows, want most of the guild", len(rows))
+	}
+	if !slices.IsSortedFunc(rows, func(a, b searchRow) int {
+		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
+	}) {
+		t.Errorf("search for \"a\" is not in alphabetical order: %+v", rows)
+	}
+	for _, r := range rows {
+		if strings.Contains(r.Users, "pk ") {
+			t.Errorf("search row %s (%s) shows Authentik users as %q, want usernames", r.ID,
+				r.Name, r.Users)
+		}
+	}
+
+	// An exact username comes first, ahead of names that sort before it.
+	open(t, br, sb.URL+"/members?q="+m.Username)
+	if rows := eval[[]searchRow](t, br, searchJS); len(rows) == 0 || rows[0].ID != m.DiscordID {
+		t.Errorf("search for %s: rows %+v, want the exact match first", m.Username, rows)
+	}
+}
+
+// checkOddMembers looks at a former member, known now only through the Authentik user still
+// linked to them, and at a member no Authentik user is linked to.
+func checkOddMembers(t *testing.T, br context.Context, sb *Sandbox) {
+	i := slices.IndexFunc(sb.Guild.Members, func(m Member) bool {
+		return !m.InGuild && m.UserPK != 0
+	})
+	j := slices.IndexFunc(sb.Guild.Members, func(m Member) bool {
+		return m.InGuild && m.UserPK == 0 && len(m.Roles) > 0
+	})
+	if i < 0 || j < 0 {
+		t.Fatalf("the seeded guild lacks a former member with a linked user or an unlinked member")
+	}
+	former, unlinked := sb.Guild.Members[i], sb.Guild.Members[j]
+
+	// The seed gives a person the same username in Discord and Authentik.
+	open(t, br, sb.URL+"/members?q="+former.Username)
+	rows := eval[[]searchRow](t, br, searchJS)
+	k := slices.IndexFunc(rows, func(r searchRow) bool { return r.ID == former.DiscordID })
+	if k < 0 || rows[k].Name != former.Username {
+		t.Errorf("search for %s: rows %+v, want %s named by its Authentik user", former.Username,
+			rows, former.DiscordID)
+	}
+	open(t, br, sb.URL+"/members/"+former.DiscordID)
+	if got := text(t, br, "#page-title"); got != former.Username {
+		t.Errorf("former member's page title = %q, want the Authentik username %s", got,
+			former.Username)
+	}
+	if got := text(t, br, "#member-ak-users"); !strings.Contains(got, former.Username) {
+		t.Errorf("former member's Authentik users = %q, want %s", got, former.Username)
+	}
+	if !exists(t, br, "#member-last-name") {
+		t.Errorf("former member's page does not say what it knows of the Discord name")
+	}
+	follow(t, br, "#preview-button")
+	if got, want := text(t, br, "#page-title"), "Preview sync of "+former.Username; got != want {
+		t.Errorf("former member's dry run title = %q, want %q", got, want)
+	}
+
+	open(t, br, sb.URL+"/members/"+unlinked.DiscordID)
+	if got := attr(t, br, "#member-differs", "data-differs"); got != "not-linked" {
+		t.Errorf("unlinked member: #member-differs data-differs = %q, want not-linked", got)
+	}
+	if got := text(t, br, "#member-differs"); strings.Contains(got, "in sync") ||
+		strings.Contains(got, "Authentik matches") {
+		t.Errorf("unlinked member: #member-differs = %q, want no claim of being in sync", got)
+	}
+	if !exists(t, br, "#preview-button[disabled]") || !exists(t, br, "#sync-unavailable") ||
+		exists(t, br, `form[action$="/preview"]`) {
+		t.Errorf("unlinked member: the sync action is offered, or disabled without a reason")
 	}
 }
 
@@ -422,9 +713,17 @@ func checkSync(t *testing.T, br context.Context, sb *Sandbox, m Member, shots st
 		appRoleOf(wantGroups); got != want {
 		t.Errorf("downstream app role = %q, want %q", got, want)
 	}
+	if got := text(t, br, "#page-title"); got != m.Username {
+		t.Errorf("member page title = %q, want %s", got, m.Username)
+	}
+	checkWords(t, br, "dl.kv dd, #member-head")
+	checkCardsFit(t, br)
 	shoot(t, br, shots, "member", true)
 
 	follow(t, br, "#preview-button")
+	if got, want := text(t, br, "#page-title"), "Preview sync of "+m.Username; got != want {
+		t.Errorf("dry run title = %q, want %q, named as the member page is", got, want)
+	}
 	plan := text(t, br, "#member-preview [data-testid=plan-changes]")
 	if !strings.Contains(plan, "join "+group) {
 		t.Errorf("dry run after %q = %q, want it to join %s", change, plan, group)
@@ -616,14 +915,28 @@ func checkPhone(t *testing.T, br context.Context, sb *Sandbox, m Member, shots s
 			t.Errorf("%s at %d px: the page is %d px wide, want no sideways scrolling", path,
 				phoneWidth, wide)
 		}
+		checkCardsFit(t, br)
 		if i == 0 {
 			shoot(t, br, shots, "member-phone", true)
 		}
 	}
 }
 
-// checkSyncAll previews a sync of everyone from the health page and requests it.
-func checkSyncAll(t *testing.T, br context.Context, sb *Sandbox, shots string) {
+// checkSyncAll makes a member other than m out of date, previews a sync of everyone from the
+// health page, requests it and waits for the health page to tell what the queue applied.
+func checkSyncAll(t *testing.T, br context.Context, sb *Sandbox, m Member, shots string) {
+	i := slices.IndexFunc(sb.Guild.Members, func(o Member) bool {
+		return o.InGuild && !o.Pending && o.UserPK != 0 && o.DiscordID != m.DiscordID &&
+			o.Username != sb.Admin.Username && o.Username != sb.Member.Username
+	})
+	if i < 0 {
+		t.Fatalf("the seeded guild has no second linked member")
+	}
+	other := sb.Guild.Members[i]
+	if _, err := sb.MakeStale(other.DiscordID); err != nil {
+		t.Fatalf("MakeStale(%s): %v", other.Username, err)
+	}
+
 	open(t, br, sb.URL+"/")
 	follow(t, br, "#sync-all-preview")
 	if !exists(t, br, "#pass-preview") {
@@ -633,6 +946,22 @@ func checkSyncAll(t *testing.T, br context.Context, sb *Sandbox, shots string) {
 	follow(t, br, "#sync-all-apply")
 	if !exists(t, br, "[data-testid=flash][data-kind=ok]") || !exists(t, br, "#gateway-state") {
 		t.Errorf("after Run a full pass now: want the health page with a confirmation")
+	}
+
+	// The pass hands the stale member to the queue; the card must then count what the
+	// queue applied, not the pass's own (zero) changes.
+	poll(t, br, sb.URL+"/", "the requested pass and its queue done", `(() => {
+		const p = document.querySelector('#pass-status');
+		const c = document.querySelector('#pass-changes');
+		return document.querySelector('#pass-trigger')?.textContent === 'full_pass:admin' &&
+			!!p && p.textContent.includes('finished') &&
+			!!c && c.textContent.includes('none waiting');
+	})()`)
+	queued := attr(t, br, "#pass-stale", "data-queued")
+	changes := attr(t, br, "#pass-changes", "data-changes")
+	if n, err := strconv.Atoi(changes); queued == "0" || err != nil || n < 1 {
+		t.Errorf("after a pass that queued %s users: the queue applied %q changes, want 1 or "+
+			"more (%s was out of date)", queued, changes, other.Username)
 	}
 }
 
