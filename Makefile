@@ -7,7 +7,7 @@ VERSITYGW := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 .PHONY: test tools bench load
 
 test: tools
-	PATH="$(GOBIN):$$PATH" $(GO) test ./...
+	PATH="$(GOBIN):$$PATH" $(GO) test -count=1 ./...
 
 # tools installs the programs the tests start: versitygw, a real S3 server, and Debian's
 # chromium, which the status page's browser test drives. Each step is skipped when the program

@@ -926,6 +926,11 @@ func (p *Plan) String() string {
 // keyedMutex serialises work per key without holding a lock per key forever. Waiting for a
 // key gives up when the caller's context ends, so syncs queued behind a slow one time out
 // instead of piling up.
+//
+// TODO: the lock is per process. A `bridge sync` run beside `bridge serve`, or several
+// replicas once a shared database backs the store, can sync one user at the same time; both
+// write the same desired state, but the audit log then records it twice. A lock row in the
+// store would serialise them.
 type keyedMutex struct {
 	mu    sync.Mutex
 	locks map[string]*keyedEntry
