@@ -97,7 +97,8 @@ func (c *Client) Revoke(ctx context.Context, pk int32, username string) (int, er
 	}
 	for _, id := range sessions {
 		op := fmt.Sprintf("delete session %s of user %d", id, pk)
-		if _, err := c.do(ctx, op, http.MethodDelete, "/core/authenticated_sessions/"+url.PathEscape(id)+"/", nil); err != nil && !isNotFound(err) {
+		path := "/core/authenticated_sessions/" + url.PathEscape(id) + "/"
+		if _, err := c.do(ctx, op, http.MethodDelete, path, nil); err != nil && !isNotFound(err) {
 			return n, err
 		}
 		n++

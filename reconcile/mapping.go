@@ -27,7 +27,8 @@ type mappingCache struct {
 	fetched    time.Time
 }
 
-func newMappingCache(ttl time.Duration, load func(context.Context) (*groupmatch.Mapping, error), log *slog.Logger) *mappingCache {
+func newMappingCache(ttl time.Duration, load func(context.Context) (*groupmatch.Mapping, error),
+	log *slog.Logger) *mappingCache {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}

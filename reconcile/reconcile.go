@@ -458,7 +458,8 @@ func (r *Reconciler) DesiredGroups(m *groupmatch.Mapping, ms guild.Membership) m
 	return m.Desired(r.roleIDs(ms))
 }
 
-func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User, st UserState) UserPlan {
+func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *authentik.User,
+	st UserState) UserPlan {
 	up := UserPlan{PK: u.PK, Username: u.Username, state: st, base: u.Attributes}
 	present := ms.State != guild.StateAbsent
 	if present {
@@ -495,7 +496,8 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 
 // planProfile plans the owned attributes of a present member: attributes.discord, the hosted
 // avatar in attributes.avatar, and the name.
-func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Membership, u *authentik.User, hostAvatars bool) {
+func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Membership,
+	u *authentik.User, hostAvatars bool) {
 	attr := discordAttribute(ms.Member, ms.RoleIDs())
 	attr.Avatar = r.avatarHash(ms.Member)
 	cur := currentProfile(u)

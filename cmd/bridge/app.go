@@ -90,7 +90,8 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 
 // newAppWith is newApp with the upstream transport wrapped by wrap (when not nil), which is
 // how serve times every call to Discord and Authentik.
-func newAppWith(cfg *config.Config, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) (*app, error) {
+func newAppWith(cfg *config.Config, log *slog.Logger,
+	wrap func(http.RoundTripper) http.RoundTripper) (*app, error) {
 	hc := upstreamClient()
 	if wrap != nil {
 		hc.Transport = wrap(hc.Transport)

@@ -195,7 +195,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 
 // collectAvatars deletes hosted avatars no user points at any more. It runs only after a full
 // pass that read everything, with the references the bridge remembers for every user.
-func collectAvatars(ctx context.Context, svc *avatars.Service, store reconcile.Store, after time.Duration, log *slog.Logger) {
+func collectAvatars(ctx context.Context, svc *avatars.Service, store reconcile.Store,
+	after time.Duration, log *slog.Logger) {
 	states, err := store.UserStates(ctx)
 	if err != nil {
 		log.Warn("avatar collection skipped", "err", err)
