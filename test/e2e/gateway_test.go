@@ -13,7 +13,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -449,20 +448,7 @@ func TestGateway_ResumeReplaysWithoutPass(t *testing.T) {
 // all, for tests of a bridge that is up but not ready.
 func startUnready(e *env, extra ...string) {
 	e.t.Helper()
-	e.logs = &syncBuffer{}
-	cmd := exec.Command(binary, "serve")
-	cmd.Env = append(append(os.Environ()[:0:0], e.vars...), extra...)
-	cmd.Stdout, cmd.Stderr = e.logs, e.logs
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("start bridge: %v", err)
-	}
-	e.proc = cmd
-	e.t.Cleanup(func() {
-		e.stop()
-		if e.t.Failed() {
-			e.t.Logf("bridge log:\n%s", e.logs.String())
-		}
-	})
+	e.launch(extra...)
 	waitFor(e.t, "the bridge to listen", func() bool {
 		status, _ := readyz(e)
 		return status != 0

@@ -103,6 +103,13 @@ func newEnv(t *testing.T) *env {
 // start runs `bridge serve` and waits until /readyz answers 200.
 func (e *env) start(extra ...string) {
 	e.t.Helper()
+	e.launch(extra...)
+	e.waitReady()
+}
+
+// launch runs `bridge serve` with the env's variables and extra ones, without waiting.
+func (e *env) launch(extra ...string) {
+	e.t.Helper()
 	e.logs = &syncBuffer{}
 	cmd := exec.Command(binary, "serve")
 	cmd.Env = append(append(os.Environ()[:0:0], e.vars...), extra...)
@@ -117,6 +124,11 @@ func (e *env) start(extra ...string) {
 			e.t.Logf("bridge log:\n%s", e.logs.String())
 		}
 	})
+}
+
+// waitReady waits until /readyz answers 200.
+func (e *env) waitReady() {
+	e.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get(e.url + "/readyz")
