@@ -144,6 +144,10 @@ func (s *Service) KeyOf(url string) (string, bool) {
 // nothing. On any error the Result is empty and the caller keeps the avatar it has: a failed
 // fetch never blanks or replaces a working picture. Errors are *Error; Retryable tells
 // whether trying later may help.
+//
+// TODO: the stored edge plays no part in "nothing changed", so a new BRIDGE_AVATAR_SIZE only
+// reaches avatars as they change. Recording the edge beside the source hash would let a
+// change of size redo every avatar.
 func (s *Service) Sync(ctx context.Context, m Member, cur Current) (Result, error) {
 	s.count(func(st *Stats) { st.Syncs++ })
 	res, err := s.sync(ctx, m, cur)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -91,6 +92,20 @@ func newAdmin(o Options, log *slog.Logger) *admin {
 	return adm
 }
 
+// loopbackHost reports whether a Host header names this machine's loopback interface.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // origin is " scheme://host[:port]" of a URL, for a CSP source list; "" when it has none.
 func origin(raw string) string {
 	u, err := url.Parse(raw)
@@ -130,6 +145,14 @@ func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if !s.adm.dev && s.adm.auth == nil {
 			return s.notConfigured(c)
+		}
+		if s.adm.dev && !loopbackHost(c.Request().Host) {
+			// Without a login, the loopback listener is the only fence. A page on another
+			// site could point its own name at 127.0.0.1 (DNS rebinding) and drive this one;
+			// its requests carry that name, so only loopback names are served.
+			return s.renderError(c, http.StatusMisdirectedRequest, "Wrong address",
+				"With BRIDGE_DEV_NO_LOGIN the status page answers only on localhost or a loopback "+
+					"address.", false)
 		}
 		if s.adm.st == nil {
 			return s.renderError(c, http.StatusServiceUnavailable, "Status page unavailable",

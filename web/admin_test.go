@@ -595,3 +595,34 @@ func TestMember_NotLinked(t *testing.T) {
 		t.Errorf("the dry run of an unlinked member offers to apply it")
 	}
 }
+
+// TestDevMode_RefusesForeignHostNames: with login off, a request that names another host
+// (a page that rebound its own name to 127.0.0.1) is refused, for reads and actions alike.
+func TestDevMode_RefusesForeignHostNames(t *testing.T) {
+	b := devBridge(t, &fakeStatus{}, nil)
+	for _, tc := range []struct {
+		method, path, host string
+		want               int
+	}{
+		{http.MethodGet, "/", "evil.example:8080", http.StatusMisdirectedRequest},
+		{http.MethodPost, "/actions/sync-all", "evil.example", http.StatusMisdirectedRequest},
+		{http.MethodGet, "/", "localhost:8080", http.StatusOK},
+		{http.MethodGet, "/", "[::1]:8080", http.StatusOK},
+	} {
+		t.Run(tc.method+" "+tc.host, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, b.srv.URL+tc.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = tc.host
+			resp, err := b.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+}

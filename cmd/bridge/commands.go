@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
+
 	"github.com/discord-authentik-bridge/bridge/reconcile"
 )
 
@@ -243,6 +245,15 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer, lookup 
 		}
 		return fmt.Sprintf("%q with %d linked user(s)", name, len(conns)), nil
 	})
+	if cfg.OIDC.Issuer != "" {
+		probe("status page login (OIDC issuer)", func(ctx context.Context) (string, error) {
+			p, err := oidc.NewProvider(ctx, cfg.OIDC.Issuer)
+			if err != nil {
+				return "", err
+			}
+			return "discovery answered, authorize at " + p.Endpoint().AuthURL, nil
+		})
+	}
 	if failed {
 		return 1
 	}
