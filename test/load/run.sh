@@ -43,7 +43,7 @@ kill -USR1 $standins   # zero the stand-ins' counters
 
 [ -n "${PERF_OUT:-}" ] && (perf record -F 499 -g -o "$PERF_OUT" -p $bridge -- sleep 10 >/dev/null 2>&1 &)
 USERS_FILE=$out/load-users.txt WEBHOOK_SECRET=$secret \
-  wrk -t2 -c"$conns" -d"$duration" --latency -s test/load/sync.lua \
+  wrk -t"${WRK_THREADS:-2}" -c"$conns" -d"$duration" --latency -s test/load/sync.lua \
   "http://127.0.0.1:$port/v1/authentik/sync" | tee "$out/wrk.txt"
 
 kill -TERM $standins; wait $standins || true
