@@ -95,9 +95,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		if states, err = r.store.UserStates(ctx); err != nil {
 			return rep, fmt.Errorf("full pass: %w", err)
 		}
-		for pk, st := range states {
-			r.states.Store(pk, st)
-		}
+
 	}
 
 	// Groups come page by page; of each, the pass keeps the member pks and, for users it
@@ -188,8 +186,10 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		if err := r.store.PutUserStates(ctx, learned); err != nil {
 			r.log.Warn("remember user states", "users", len(learned), "err", err)
 		} else {
+			// The cache holds only what logins asked for; a learned state replaces nothing
+			// in it, but dropping the key keeps the two from ever disagreeing.
 			for _, st := range learned {
-				r.states.Store(st.UserPK, st)
+				r.states.Delete(st.UserPK)
 			}
 		}
 	}
