@@ -2,7 +2,6 @@ package authentik
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -28,7 +27,8 @@ func retryRead(ctx context.Context, read func() error) error {
 			return false, last
 		}
 	})
-	if errors.Is(err, wait.ErrWaitTimeout) || (err != nil && ctx.Err() != nil && last != nil) {
+	// Out of tries or out of time: the last failure says more than "interrupted".
+	if wait.Interrupted(err) && last != nil {
 		return last
 	}
 	return err

@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -498,22 +500,29 @@ func (r *Reconciler) planUser(m *groupmatch.Mapping, ms guild.Membership, u *aut
 // avatar in attributes.avatar, and the name.
 func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Membership,
 	u *authentik.User, hostAvatars bool) {
+	stored, storedOK := storedDiscord(u)
+	cur := currentProfile(u, stored, storedOK)
 	attr := discordAttribute(ms.Member, ms.RoleIDs())
-	attr.Avatar = r.avatarHash(ms.Member)
-	cur := currentProfile(u)
 	attr.AvatarURL = nonEmpty(cur.URL)
-	if r.opts.Avatars != nil {
-		r.planAvatar(ctx, up, ms.Member, u, cur, &attr, hostAvatars)
+	// want is the hash the guild names; the fingerprint keeps it even when the avatar could
+	// not be refreshed, so full passes do not read the user again and again while a login
+	// or a new avatar still retries.
+	want := attr
+	if r.opts.Avatars == nil {
+		attr.Avatar = nonEmpty(ms.Member.User.Avatar)
+		want.Avatar = attr.Avatar
+	} else {
+		am := avatarMember(ms.Member, r.opts.GuildID)
+		src, err := r.opts.Avatars.Source(am)
+		attr.Avatar = sourceHash(src, err)
+		want.Avatar = attr.Avatar
+		r.planAvatar(ctx, up, am, src, err, stored.Avatar, cur, &attr, hostAvatars)
 	}
 	hash := attrHash(attr)
 	if up.avatarHeld {
-		// Fingerprint what the guild says, not the old avatar kept in place, so that full
-		// passes do not read this user again and again; a login or a new avatar retries.
-		want := attr
-		want.Avatar = r.avatarHash(ms.Member)
 		hash = attrHash(want)
 	}
-	if before, ok := u.Attributes["discord"]; !ok || !sameDiscord(before, attr) {
+	if before, ok := u.Attributes["discord"]; !ok || !storedOK || !sameAttribute(stored, attr) {
 		attr.SyncedAt = r.opts.Now().UTC().Format(time.RFC3339)
 		after, _ := json.Marshal(attr)
 		up.Attributes = append(up.Attributes, AttrChange{Key: "discord", Before: before, After: after})
@@ -535,23 +544,21 @@ func (r *Reconciler) planProfile(ctx context.Context, up *UserPlan, ms guild.Mem
 	}
 }
 
-// planAvatar brings the hosted avatar up to date and points attr at it. On any failure the
-// avatar the user has stays, hash and URL alike, so the next sync tries again and nobody is
-// left without a picture.
-func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.Member,
-	u *authentik.User, cur avatars.Current, attr *DiscordAttribute, host bool) {
-	am := avatarMember(m, r.opts.GuildID)
-	src, err := r.opts.Avatars.Source(am)
-	if err != nil {
-		up.AvatarError = err.Error()
-		attr.Avatar = currentHash(u)
+// planAvatar brings the hosted avatar of am, made from src (or srcErr), up to date and points
+// attr at it. On any failure the avatar the user has stays, hash (storedHash) and URL alike,
+// so the next sync tries again and nobody is left without a picture.
+func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, am avatars.Member,
+	src avatars.Source, srcErr error, storedHash *string, cur avatars.Current,
+	attr *DiscordAttribute, host bool) {
+	keep := func(msg string) {
+		up.AvatarError = msg
+		attr.Avatar, attr.AvatarURL = storedHash, nonEmpty(cur.URL)
+	}
+	if srcErr != nil {
+		keep(srcErr.Error())
 		return
 	}
 	stale := src.Hash != cur.SourceHash || cur.URL == ""
-	keep := func(msg string) {
-		up.AvatarError = msg
-		attr.Avatar, attr.AvatarURL = currentHash(u), nonEmpty(cur.URL)
-	}
 	if stale {
 		if failed, ok := r.badAvatars.Load(src.URL); ok {
 			f := failed.(avatarFailure)
@@ -580,7 +587,7 @@ func (r *Reconciler) planAvatar(ctx context.Context, up *UserPlan, m *discordgo.
 			r.badAvatars.Store(src.URL, avatarFailure{at: r.opts.Now(), msg: err.Error()})
 			up.avatarHeld = true
 		}
-		r.log.Warn("avatar not refreshed; the old one stays", "user_pk", u.PK, "err", err)
+		r.log.Warn("avatar not refreshed; the old one stays", "user_pk", up.PK, "err", err)
 		return
 	}
 	attr.AvatarURL = &res.URL
@@ -602,14 +609,19 @@ type avatarFailure struct {
 // avatarHash is the hash attributes.discord.avatar names: the guild avatar when it is the
 // one in use, else the user's; nil for Discord's default avatar.
 func (r *Reconciler) avatarHash(m *discordgo.Member) *string {
-	if r.opts.Avatars != nil {
-		if src, err := r.opts.Avatars.Source(avatarMember(m, r.opts.GuildID)); err == nil &&
-			!strings.HasPrefix(src.Hash, "default-") {
-			return &src.Hash
-		}
+	if r.opts.Avatars == nil {
+		return nonEmpty(m.User.Avatar)
+	}
+	return sourceHash(r.opts.Avatars.Source(avatarMember(m, r.opts.GuildID)))
+}
+
+// sourceHash is the Discord hash of an avatar source; nil for the default avatar or when the
+// member's data names no source.
+func sourceHash(src avatars.Source, err error) *string {
+	if err != nil || strings.HasPrefix(src.Hash, "default-") {
 		return nil
 	}
-	return nonEmpty(m.User.Avatar)
+	return &src.Hash
 }
 
 func avatarMember(m *discordgo.Member, guildID string) avatars.Member {
@@ -617,17 +629,21 @@ func avatarMember(m *discordgo.Member, guildID string) avatars.Member {
 		UserAvatar: m.User.Avatar, GuildAvatar: m.Avatar}
 }
 
+// storedDiscord decodes the user's attributes.discord; false when it is absent or not one.
+func storedDiscord(u *authentik.User) (DiscordAttribute, bool) {
+	var d DiscordAttribute
+	raw, ok := u.Attributes["discord"]
+	return d, ok && json.Unmarshal(raw, &d) == nil
+}
+
 // currentProfile reads what the user's attributes say about the hosted avatar: the URL in
 // attributes.avatar and the source it was made from. A user whose stored hash is null but who
 // has a URL was given Discord's default avatar, whose source is named by its index.
-func currentProfile(u *authentik.User) avatars.Current {
+func currentProfile(u *authentik.User, d DiscordAttribute, ok bool) avatars.Current {
 	var cur avatars.Current
 	_ = json.Unmarshal(u.Attributes["avatar"], &cur.URL)
-	var d DiscordAttribute
-	if json.Unmarshal(u.Attributes["discord"], &d) != nil {
-		return cur
-	}
 	switch {
+	case !ok:
 	case d.Avatar != nil:
 		cur.SourceHash = *d.Avatar
 	case cur.URL != "":
@@ -636,14 +652,6 @@ func currentProfile(u *authentik.User) avatars.Current {
 		}
 	}
 	return cur
-}
-
-func currentHash(u *authentik.User) *string {
-	var d DiscordAttribute
-	if json.Unmarshal(u.Attributes["discord"], &d) != nil {
-		return nil
-	}
-	return d.Avatar
 }
 
 // planLeftAttribute empties attributes.discord.roles of someone who left, so that apps
@@ -767,13 +775,19 @@ func sameDiscord(raw json.RawMessage, want DiscordAttribute) bool {
 	if err := json.Unmarshal(raw, &have); err != nil {
 		return false
 	}
+	return sameAttribute(have, want)
+}
+
+// sameAttribute is sameDiscord of an attribute already decoded.
+func sameAttribute(have, want DiscordAttribute) bool {
 	have.SyncedAt = ""
+	have.Roles = slices.Clone(have.Roles) // sorted below; the caller's copy stays as it was
 	if have.Roles == nil {
 		return false
 	}
 	// The order of roles carries no meaning; an admin's hand edit that reorders them is no
 	// reason to write.
-	want.Roles = append([]string(nil), want.Roles...)
+	want.Roles = slices.Clone(want.Roles)
 	sort.Strings(have.Roles)
 	sort.Strings(want.Roles)
 	return reflect.DeepEqual(have, want)
@@ -821,13 +835,17 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 				log.Info("revoked sessions and tokens", "count", n)
 			}
 		}
-		if u.Deactivate {
-			if err := r.ak.SetActive(ctx, u.PK, false); err != nil {
+		setActive := func(active bool, msg, reason string) {
+			if err := r.ak.SetActive(ctx, u.PK, active); err != nil {
 				failed(err)
-			} else {
-				rec(KindActive, "is_active", "true", "false", "left the guild")
-				log.Info("deactivated user", "reason", "left the guild")
+				return
 			}
+			rec(KindActive, "is_active", strconv.FormatBool(!active), strconv.FormatBool(active),
+				reason)
+			log.Info(msg, "reason", reason)
+		}
+		if u.Deactivate {
+			setActive(false, "deactivated user", "left the guild")
 		}
 		for _, g := range u.Add {
 			if err := r.ak.AddToGroup(ctx, g.Group.UUID, u.PK); err != nil {
@@ -839,12 +857,7 @@ func (r *Reconciler) apply(ctx context.Context, plan *Plan, trigger string, out 
 			log.Info("added user to group", "group", g.Group.Name, "reason", g.Reason)
 		}
 		if u.Reactivate {
-			if err := r.ak.SetActive(ctx, u.PK, true); err != nil {
-				failed(err)
-			} else {
-				rec(KindActive, "is_active", "false", "true", "back in the guild")
-				log.Info("reactivated user", "reason", "back in the guild")
-			}
+			setActive(true, "reactivated user", "back in the guild")
 		}
 		if len(u.Attributes) > 0 || u.Name != nil {
 			upd := authentik.Update{Attributes: map[string]json.RawMessage{}, Base: u.base}

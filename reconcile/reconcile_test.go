@@ -554,3 +554,19 @@ func TestReconciler_BrokenAvatarIsLeftAloneForAWhile(t *testing.T) {
 		t.Errorf("after the back-off: err %v, fetches %d, want a new try", err, av.syncs)
 	}
 }
+
+func TestReconciler_MemberWithoutRolesIsStable(t *testing.T) {
+	ak, dc := world()
+	dc["80351110224678912"].Roles = nil
+	r := newTestReconciler(ak, dc, Options{})
+	target := Target{DiscordID: "80351110224678912"}
+	if _, err := r.Sync(t.Context(), target, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	writes := ak.writes
+	out, err := r.Sync(t.Context(), target, "test", false)
+	if err != nil || out.Result != ResultUnchanged || ak.writes != writes {
+		t.Errorf("second sync of a member without roles: %v %s, %d writes", err, out.Result,
+			ak.writes-writes)
+	}
+}
