@@ -949,13 +949,15 @@ func checkSyncAll(t *testing.T, br context.Context, sb *Sandbox, m Member, shots
 	}
 
 	// The pass hands the stale member to the queue; the card must then count what the
-	// queue applied, not the pass's own (zero) changes.
+	// queue applied, not the pass's own (zero) changes. "None waiting" alone is not the end:
+	// a worker may still be applying the member it took off the queue, so the poll also waits
+	// for the count, and fails by its deadline if the count never comes.
 	poll(t, br, sb.URL+"/", "the requested pass and its queue done", `(() => {
 		const p = document.querySelector('#pass-status');
 		const c = document.querySelector('#pass-changes');
 		return document.querySelector('#pass-trigger')?.textContent === 'full_pass:admin' &&
 			!!p && p.textContent.includes('finished') &&
-			!!c && c.textContent.includes('none waiting');
+			!!c && c.textContent.includes('none waiting') && Number(c.dataset.changes) >= 1;
 	})()`)
 	queued := attr(t, br, "#pass-stale", "data-queued")
 	changes := attr(t, br, "#pass-changes", "data-changes")
