@@ -48,7 +48,7 @@ type PassOptions struct {
 	Trigger string
 	DryRun  bool // compute every plan, apply none
 	Force   bool // apply even when the mass-removal guard trips
-	// Queue, when set, receives the users to sync; otherwise the pass applies them itself.
+	// Queue, when set, retries the syncs that failed for a passing reason, with back-off.
 	Queue *Queue
 }
 
@@ -60,14 +60,17 @@ type PassReport struct {
 	Linked          int // Authentik users linked to a Discord account
 	Stale           int // linked users whose state differs from the desired one
 	Removals        int // linked users who would lose a managed group
-	Applied, Errors int // syncs applied by the pass itself (not through a queue)
-	Queued          int
-	Changes         int
-	UnknownRoles    []string // discord_role_id values that name no role of the guild
-	Invalid         []groupmatch.Invalid
-	Plans           []*Plan // filled on a dry run
-	Stopped         string  // why nothing was applied, when the guard tripped
-	FirstErrors     []string
+	Applied, Errors int // syncs the pass applied, and those that failed
+	Queued          int // failed syncs handed to the work queue to retry
+	// Superseded counts members the pass left alone because another sync (a gateway event,
+	// a login) applied a newer view of them while the pass ran.
+	Superseded   int
+	Changes      int
+	UnknownRoles []string // discord_role_id values that name no role of the guild
+	Invalid      []groupmatch.Invalid
+	Plans        []*Plan // filled on a dry run
+	Stopped      string  // why nothing was applied, when the guard tripped
+	FirstErrors  []string
 }
 
 // Duration is how long the pass took.
@@ -75,11 +78,19 @@ func (p *PassReport) Duration() time.Duration { return p.Ended.Sub(p.Started) }
 
 // FullPass compares every linked Authentik user with the guild and syncs those that differ.
 // It reads Authentik in bulk (groups with their members, all source connections) and Discord
-// page by page, so its cost grows with the guild only through pages and real changes; a user
-// is read one by one only when something about them is to change.
+// page by page, so its cost grows with the guild only through pages and real changes: users
+// are read again only when something about them is to change, in batches just before their
+// writes.
 func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, error) {
 	rep := &PassReport{Trigger: o.Trigger, Started: r.opts.Now()}
 	defer func() { rep.Ended = r.opts.Now() }()
+	if !o.DryRun {
+		r.passing.Store(true)
+		defer func() {
+			r.passing.Store(false)
+			r.recent.Clear()
+		}()
+	}
 	dl, ok := r.discord.(guildLister)
 	if !ok {
 		return rep, errors.New("full pass: the Discord client cannot list members")
@@ -142,6 +153,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 			"role_id", id, "groups", groupNames(mapping, mapping.GroupsForRole(id)))
 	}
 
+	listedAt := r.opts.Now()
 	members, err := r.listMembers(ctx, dl)
 	if err != nil {
 		return rep, err
@@ -219,14 +231,8 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 			}
 			rep.Plans = append(rep.Plans, p)
 		}
-	case o.Queue != nil:
-		for _, w := range todo {
-			known := w.known
-			o.Queue.Add(w.id, o.Trigger, &known, w.pks)
-		}
-		rep.Queued = len(todo)
 	default:
-		r.applyAll(ctx, todo, o.Trigger, rep)
+		r.applyAll(ctx, todo, o, listedAt, rep)
 	}
 	r.badAvatars.Range(func(k, v any) bool {
 		if r.opts.Now().Sub(v.(avatarFailure).at) >= avatarRetryAfter {
@@ -235,8 +241,9 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		return true
 	})
 	r.log.Info("full pass finished", "trigger", o.Trigger, "members", rep.Members,
-		"linked", rep.Linked, "stale", rep.Stale, "queued", rep.Queued, "applied", rep.Applied,
-		"changes", rep.Changes, "errors", rep.Errors, "took", r.opts.Now().Sub(rep.Started))
+		"linked", rep.Linked, "stale", rep.Stale, "applied", rep.Applied, "changes", rep.Changes,
+		"errors", rep.Errors, "retrying", rep.Queued, "superseded", rep.Superseded,
+		"took", r.opts.Now().Sub(rep.Started))
 	return rep, nil
 }
 
@@ -247,36 +254,98 @@ type passItem struct {
 	pks   []int32
 }
 
-// passWorkers bounds the syncs a pass without a queue runs at once.
+// passWorkers bounds the syncs a pass runs at once.
 const passWorkers = 4
 
-// applyAll syncs the stale users with a few workers, for passes run without a queue (the
-// `bridge sync --all` command).
-func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, trigger string, rep *PassReport) {
-	var (
-		mu sync.Mutex
-		g  errgroup.Group
-	)
-	g.SetLimit(passWorkers)
-	for _, w := range todo {
-		g.Go(func() error {
-			known := w.known
-			out, err := r.Sync(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known},
-				trigger, false)
-			mu.Lock()
-			defer mu.Unlock()
-			if out != nil {
-				rep.Changes += len(out.Changes)
-			}
-			if err != nil {
-				rep.addError(w.id, err)
-			} else {
-				rep.Applied++
-			}
-			return nil
-		})
+// readBatch is how many out-of-date members a pass reads from Authentik in one request
+// before writing them. Authentik's PATCH replaces the whole attributes map and has no ETag, so
+// every write goes out on a copy read just before; read per batch, the copy is at most about
+// two syncs old (twice the workers), barely older than a read per user would give, for an
+// eighth of the requests.
+const readBatch = 2 * passWorkers
+
+// batchReader reads many users in one request; *authentik.Client provides it.
+type batchReader interface {
+	UsersByDiscordIDs(ctx context.Context, ids []string) (map[int32]*authentik.User, error)
+}
+
+// applyAll syncs the out-of-date members, batch by batch. A sync that fails for a passing
+// reason is handed to o.Queue, when there is one, to retry with back-off.
+func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOptions,
+	listedAt time.Time, rep *PassReport) {
+	br, _ := r.ak.(batchReader)
+	var mu sync.Mutex
+	for len(todo) > 0 && ctx.Err() == nil {
+		batch := todo[:min(readBatch, len(todo))]
+		todo = todo[len(batch):]
+		users, readAt := r.readUsers(ctx, &br, batch)
+		var g errgroup.Group
+		g.SetLimit(passWorkers)
+		for _, w := range batch {
+			g.Go(func() error {
+				known := w.known
+				out, err := r.Sync(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known,
+					ObservedAt: listedAt, Users: users[w.id], ReadAt: readAt}, o.Trigger, false)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					rep.addError(w.id, err)
+					if o.Queue != nil && Transient(err) && ctx.Err() == nil {
+						o.Queue.Retry(w.id, o.Trigger, w.pks)
+						rep.Queued++
+					}
+				case out.Result == ResultSuperseded:
+					rep.Superseded++
+				default:
+					rep.Applied++
+				}
+				if out != nil {
+					rep.Changes += len(out.Changes)
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
 	}
-	_ = g.Wait()
+}
+
+// readUsers reads the linked users of a batch in one request, keyed by Discord ID. A failed
+// read costs only requests: the syncs then read their users one by one. An answer showing
+// that Authentik ignored the filter turns batch reads off for the rest of the pass.
+func (r *Reconciler) readUsers(ctx context.Context, br *batchReader,
+	batch []passItem) (map[string]map[int32]*authentik.User, time.Time) {
+	if *br == nil {
+		return nil, time.Time{}
+	}
+	ids := make([]string, len(batch))
+	for i, w := range batch {
+		ids[i] = w.id
+	}
+	readAt := r.opts.Now()
+	got, err := (*br).UsersByDiscordIDs(ctx, ids)
+	if err != nil {
+		if errors.Is(err, authentik.ErrFilterIgnored) {
+			r.log.Warn("Authentik ignored the attributes filter; this pass reads users one by one",
+				"err", err)
+			*br = nil
+		} else {
+			r.log.Debug("batch read of users failed; reading them one by one", "err", err)
+		}
+		return nil, time.Time{}
+	}
+	out := make(map[string]map[int32]*authentik.User, len(batch))
+	for _, w := range batch {
+		for _, pk := range w.pks {
+			if u, ok := got[pk]; ok {
+				if out[w.id] == nil {
+					out[w.id] = map[int32]*authentik.User{}
+				}
+				out[w.id][pk] = u
+			}
+		}
+	}
+	return out, readAt
 }
 
 func (rep *PassReport) addError(id string, err error) {

@@ -5,6 +5,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -89,6 +90,16 @@ type Reconciler struct {
 	// sweeps out the expired ones.
 	badAvatars sync.Map
 	states     sync.Map // user pk → UserState, a cache of the store's
+	// While a full pass applies, recent maps the Discord ID of every member synced since the
+	// pass began to its recentSync, so that the pass can tell its own view is out of date.
+	passing atomic.Bool
+	recent  sync.Map
+}
+
+// recentSync is when a sync of a member finished, and how fresh its view of the member was.
+type recentSync struct {
+	finished time.Time
+	observed time.Time // zero when the sync failed
 }
 
 // New returns a Reconciler. store may be nil in tools that keep no history.
@@ -135,6 +146,15 @@ type Target struct {
 	// Known is the membership when the caller already has it fresh from Discord (a gateway
 	// event, a page of the member list); nil means: ask Discord.
 	Known *guild.Membership
+	// ObservedAt, when set, is when Known was read from Discord. A full pass's pages are
+	// seconds old by the time it writes; if another sync of the member has applied a newer
+	// view since (a gateway event, a login), the sync is skipped instead of undoing it.
+	ObservedAt time.Time
+	// Users are linked users read by the caller at ReadAt, moments before the sync: a full
+	// pass reads the users it writes in batches. Any user missing here is read afresh, and
+	// all of them are when another sync of the member finished after ReadAt.
+	Users  map[int32]*authentik.User
+	ReadAt time.Time
 }
 
 // Plan is what a sync would change for one Discord user.
@@ -226,7 +246,25 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	}
 	defer unlock()
 
+	if v, ok := r.recent.Load(t.DiscordID); ok && !dryRun {
+		last := v.(recentSync)
+		if !t.ObservedAt.IsZero() && last.observed.After(t.ObservedAt) {
+			return &Outcome{Result: ResultSuperseded}, nil
+		}
+		if last.finished.After(t.ReadAt) {
+			t.Users = nil
+		}
+	}
 	out, err := r.sync(ctx, t, trigger, dryRun)
+	if !dryRun && r.passing.Load() {
+		rs := recentSync{finished: r.opts.Now()}
+		if err == nil {
+			// Without ObservedAt, the membership was read from Discord after start, or came
+			// with a gateway event that is newer than any page a pass holds.
+			rs.observed = cmp.Or(t.ObservedAt, start)
+		}
+		r.recent.Store(t.DiscordID, rs)
+	}
 	if r.store != nil && !dryRun {
 		rec := SyncRecord{
 			DiscordID: t.DiscordID,
@@ -285,7 +323,9 @@ func (r *Reconciler) sync(ctx context.Context, t Target, trigger string, dryRun 
 	if !plan.Empty() {
 		err = r.apply(ctx, plan, trigger, out)
 		if errors.Is(err, errStaleMapping) {
-			// A managed group vanished: read the groups again and plan once more.
+			// A managed group vanished: read the groups again and plan once more, from
+			// users read afresh, since part of the first plan may have been written.
+			t.Users = nil
 			if rerr := r.RefreshMapping(ctx); rerr == nil {
 				if plan, err = r.plan(ctx, t, true); err == nil {
 					out.Plan = plan
@@ -380,9 +420,11 @@ func (r *Reconciler) plan(ctx context.Context, t Target, hostAvatars bool) (*Pla
 	}
 	plan := &Plan{DiscordID: t.DiscordID, Membership: ms, NoUser: len(pks) == 0}
 	for _, pk := range pks {
-		u, err := r.ak.User(ctx, pk)
-		if err != nil {
-			return nil, err
+		u := t.Users[pk]
+		if u == nil {
+			if u, err = r.ak.User(ctx, pk); err != nil {
+				return nil, err
+			}
 		}
 		if err := r.checkOwner(ctx, u, t.DiscordID, linked); err != nil {
 			return nil, err

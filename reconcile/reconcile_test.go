@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/discord-authentik-bridge/bridge/avatars"
 	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/groupmatch"
+	"github.com/discord-authentik-bridge/bridge/guild"
 )
 
 // fakeAuthentik keeps users and groups in memory and counts writes. It implements only the
@@ -27,6 +29,7 @@ type fakeAuthentik struct {
 	users   map[int32]*authentik.User
 	groups  []groupmatch.Group
 	links   map[string][]int32
+	reads   int
 	writes  int
 	revoked int
 	fail    error
@@ -36,6 +39,7 @@ type fakeAuthentik struct {
 func (f *fakeAuthentik) User(_ context.Context, pk int32) (*authentik.User, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads++
 	u, ok := f.users[pk]
 	if !ok {
 		return nil, &authentik.Error{Op: "get user", Status: 404}
@@ -103,6 +107,14 @@ func (f *fakeAuthentik) UpdateUser(_ context.Context, pk int32, up authentik.Upd
 	}
 	f.writes++
 	u := f.users[pk]
+	// Like Authentik's PATCH, a write replaces the whole map: with a Base, by the Base and
+	// the owned keys, whatever the stored map holds by now.
+	if up.Base != nil && len(up.Attributes) > 0 {
+		u.Attributes = map[string]json.RawMessage{}
+		for k, v := range up.Base {
+			u.Attributes[k] = v
+		}
+	}
 	for k, v := range up.Attributes {
 		u.Attributes[k] = v
 	}
@@ -568,5 +580,108 @@ func TestReconciler_MemberWithoutRolesIsStable(t *testing.T) {
 	if err != nil || out.Result != ResultUnchanged || ak.writes != writes {
 		t.Errorf("second sync of a member without roles: %v %s, %d writes", err, out.Result,
 			ak.writes-writes)
+	}
+}
+
+// While a full pass runs, a sync from the pass whose view of the member is older than one
+// another sync applied meanwhile (a gateway event, a login) must not undo it.
+func TestReconciler_PassDoesNotUndoNewerSync(t *testing.T) {
+	ak, dc := world()
+	r := newTestReconciler(ak, dc, Options{})
+	id := "80351110224678912"
+	listed := r.opts.Now()
+	old := guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+		User: dc[id].User, Roles: []string{roleOld}}}
+	r.passing.Store(true)
+
+	// The member's roles changed after the pass listed them; the event's sync ran first.
+	r.opts.Now = func() time.Time { return listed.Add(time.Second) }
+	if _, err := r.Sync(t.Context(), Target{DiscordID: id}, "gateway", false); err != nil {
+		t.Fatal(err)
+	}
+	want := sorted(ak.users[7].Groups)
+	writes := ak.writes
+
+	r.opts.Now = func() time.Time { return listed.Add(2 * time.Second) }
+	out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7}, Known: &old,
+		ObservedAt: listed}, "full_pass:timer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultSuperseded || ak.writes != writes {
+		t.Errorf("stale pass item: result %s, %d writes; want superseded, 0", out.Result,
+			ak.writes-writes)
+	}
+	if diff := cmp.Diff(want, sorted(ak.users[7].Groups)); diff != "" {
+		t.Errorf("groups after the stale pass item (-want +got):\n%s", diff)
+	}
+
+	// A view newer than the event's is applied.
+	out, err = r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7}, Known: &old,
+		ObservedAt: listed.Add(1500 * time.Millisecond)}, "full_pass:timer", false)
+	if err != nil || out.Result != ResultChanged || !contains(ak.users[7].Groups, "g-old") {
+		t.Errorf("newer pass item: result %v, %v, groups %v; want it applied", out.Result, err,
+			ak.users[7].Groups)
+	}
+}
+
+// A pass writes on users it read in a batch moments before, without reading them again,
+// unless another sync of the member finished since: then it reads them afresh, so that what
+// was written in between survives.
+func TestReconciler_BatchReadUsers(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		syncAfter bool // another sync of the member finishes after the batch read
+		wantReads int
+	}{
+		{"used as read", false, 0},
+		{"read again after another sync", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ak, dc := world()
+			r := newTestReconciler(ak, dc, Options{})
+			id := "80351110224678912"
+			t0 := r.opts.Now()
+			r.passing.Store(true)
+			at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+
+			// The users were read when the guild listed the member in a pass before.
+			at(-time.Minute)
+			if _, err := r.Sync(t.Context(), Target{DiscordID: id}, "hook", false); err != nil {
+				t.Fatal(err)
+			}
+			at(0)
+			batch, _ := ak.User(t.Context(), 7)
+			if tc.syncAfter {
+				at(time.Second)
+				ak.users[7].Attributes["locale"] = json.RawMessage(`"de"`) // another writer
+				if _, err := r.Sync(t.Context(), Target{DiscordID: id}, "hook", false); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			at(2 * time.Second)
+			m := *dc[id]
+			m.Nick = "Nel"
+			known := guild.Membership{State: guild.StateMember, Member: &m}
+			reads := ak.reads
+			out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7},
+				Known: &known, Users: map[int32]*authentik.User{7: batch}, ReadAt: t0},
+				"full_pass:timer", false)
+			if err != nil || out.Result != ResultChanged {
+				t.Fatalf("pass item: %v, %v; want changed", out, err)
+			}
+			if got := ak.reads - reads; got != tc.wantReads {
+				t.Errorf("user read %d times, want %d", got, tc.wantReads)
+			}
+			if tc.syncAfter && string(ak.users[7].Attributes["locale"]) != `"de"` {
+				t.Errorf("attributes after the pass: %v; the other writer's locale is lost",
+					ak.users[7].Attributes)
+			}
+			if !strings.Contains(string(ak.users[7].Attributes["discord"]), `"nick":"Nel"`) {
+				t.Errorf("attributes.discord = %s, want the new nick",
+					ak.users[7].Attributes["discord"])
+			}
+		})
 	}
 }

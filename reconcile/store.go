@@ -53,7 +53,10 @@ const (
 	ResultChanged   Result = "changed"   // the plan was applied
 	ResultPlanned   Result = "planned"   // dry run: the plan was computed, not applied
 	ResultNoUser    Result = "no_user"   // no Authentik user is linked to the Discord ID
-	ResultError     Result = "error"
+	// ResultSuperseded: a full pass's view of the member was older than what another sync
+	// applied meanwhile, so the pass left the member alone. It is not recorded.
+	ResultSuperseded Result = "superseded"
+	ResultError      Result = "error"
 )
 
 // SyncRecord is the outcome of one sync of one Discord user.

@@ -215,10 +215,7 @@ type PassHealth struct {
 	Interval time.Duration // 0: passes run only when an admin asks
 	// Last is the newest finished pass; nil before the first.
 	Last *reconcile.PassReport
-	// QueueChanges counts the audit entries the work queue has written for full passes since
-	// Last started, which are the changes of the users Last handed it; -1 when unknown.
-	QueueChanges int
-	Err          string
+	Err  string
 }
 
 // AuthentikHealth is the newest probe of Authentik's API.

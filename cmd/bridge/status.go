@@ -46,8 +46,6 @@ const (
 	maxCachedUsernames = 20000
 	// usernameLookups is how many users one search reads from Authentik at once.
 	usernameLookups = 8
-	// auditPage is how many audit entries one read of the pass's change count takes.
-	auditPage = 500
 )
 
 // statusSource is the admin page's view of the running bridge.
@@ -70,7 +68,6 @@ type statusSource struct {
 	// previewing allows one dry full pass at a time: each reads the whole guild.
 	previewing sync.Mutex
 	usernames  usernameCache
-	passCount  passChanges
 }
 
 var _ web.Status = (*statusSource)(nil)
@@ -86,16 +83,9 @@ func (s *statusSource) Health(ctx context.Context) web.Health {
 		h.Gateway = web.GatewayHealth{Enabled: true, GatewayStatus: s.gw.Status()}
 	}
 	rep, err, running := s.ctrl.LastPass()
-	h.Pass = web.PassHealth{Running: running, Interval: s.cfg.Sync.ResyncInterval, Last: rep,
-		QueueChanges: -1}
+	h.Pass = web.PassHealth{Running: running, Interval: s.cfg.Sync.ResyncInterval, Last: rep}
 	if err != nil {
 		h.Pass.Err = err.Error()
-	}
-	if rep != nil && rep.Queued > 0 && s.store != nil {
-		n, err := s.passCount.count(ctx, s.store, rep)
-		if err == nil {
-			h.Pass.QueueChanges = n
-		}
 	}
 	if age, ok := s.rec.MappingAge(); ok {
 		// With a mapping cached this answers at once; it never waits on Authentik.
@@ -380,64 +370,6 @@ func (c *usernameCache) put(pk int32, username string) {
 		c.names = map[int32]cachedUsername{}
 	}
 	c.names[pk] = cachedUsername{username: username, read: time.Now()}
-}
-
-// passChanges counts the audit entries the work queue wrote for the users full passes handed
-// it since a pass started. It counts every full pass's entries, not only those with the
-// pass's own trigger: a user that two passes queue in turn (one at start, one when the
-// gateway is ready) is synced once, under whichever trigger the queue held then. Each count
-// reads only the entries added since the one before, so the Health tab and the scrapes that
-// share its data stay cheap however large the log grows.
-type passChanges struct {
-	mu      sync.Mutex
-	trigger string
-	started time.Time
-	newest  int64 // the newest audit entry looked at for this pass
-	n       int
-}
-
-// passKind is the part of a pass's trigger that every full pass shares: "full_pass:" of
-// "full_pass:timer".
-func passKind(trigger string) string {
-	if kind, _, ok := strings.Cut(trigger, ":"); ok {
-		return kind + ":"
-	}
-	return trigger
-}
-
-func (pc *passChanges) count(ctx context.Context, store reconcile.Store,
-	rep *reconcile.PassReport) (int, error) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	if pc.trigger != rep.Trigger || !pc.started.Equal(rep.Started) {
-		pc.trigger, pc.started, pc.newest, pc.n = rep.Trigger, rep.Started, 0, 0
-	}
-
-	newest, n := pc.newest, 0
-	kind := passKind(rep.Trigger)
-	f := reconcile.ChangeFilter{Limit: auditPage}
-	for {
-		page, err := store.Changes(ctx, f)
-		if err != nil {
-			return 0, fmt.Errorf("count the pass's changes: %w", err)
-		}
-		for _, c := range page {
-			if c.ID <= pc.newest || c.At.Before(rep.Started) {
-				page = nil // the rest is older still
-				break
-			}
-			newest = max(newest, c.ID)
-			if c.Trigger == rep.Trigger || strings.HasPrefix(c.Trigger, kind) {
-				n++
-			}
-		}
-		if len(page) < auditPage {
-			break
-		}
-		f.Before = page[len(page)-1].ID
-	}
-	pc.newest, pc.n = newest, pc.n+n
-	return pc.n, nil
 }
 
 // foundUser is an Authentik user a username search returned.

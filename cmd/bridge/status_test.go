@@ -3,13 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/google/go-cmp/cmp"
@@ -205,88 +203,6 @@ func TestStatusSource_UsernamesOfPKs(t *testing.T) {
 	s.lookUpUsernames(t.Context(), hits[1:])
 	if n := ak.Counts().Reads; n != 0 {
 		t.Errorf("a second lookup of cached usernames read Authentik %d times, want 0", n)
-	}
-}
-
-// auditLog is a reconcile.Store whose audit log is a slice, newest first; other methods are
-// not used by the code under test.
-type auditLog struct {
-	reconcile.Store
-	changes []reconcile.Change
-	err     error
-	reads   int
-}
-
-func (l *auditLog) Changes(_ context.Context, f reconcile.ChangeFilter) ([]reconcile.Change,
-	error) {
-	l.reads++
-	if l.err != nil {
-		return nil, l.err
-	}
-	var out []reconcile.Change
-	for _, c := range l.changes {
-		if f.Before != 0 && c.ID >= f.Before {
-			continue
-		}
-		if out = append(out, c); len(out) == f.Limit {
-			break
-		}
-	}
-	return out, nil
-}
-
-// add appends n entries with the trigger, at the time, with the next IDs.
-func (l *auditLog) add(n int, trigger string, at time.Time) {
-	for range n {
-		id := int64(len(l.changes) + 1)
-		l.changes = slices.Insert(l.changes, 0,
-			reconcile.Change{ID: id, Trigger: trigger, At: at})
-	}
-}
-
-func TestPassChanges_Count(t *testing.T) {
-	start := time.Date(2026, 12, 3, 19, 5, 48, 0, time.UTC)
-	log := &auditLog{}
-	log.add(40, "full_pass:start", start.Add(-time.Hour)) // applied before this pass
-	log.add(3, "hook", start.Add(-time.Minute))
-	pass := &reconcile.PassReport{Trigger: "full_pass:gateway_ready", Started: start, Queued: 30}
-	var pc passChanges
-
-	step := func(want int) {
-		t.Helper()
-		got, err := pc.count(t.Context(), log, pass)
-		if err != nil || got != want {
-			t.Errorf("count = %d, %v; want %d", got, err, want)
-		}
-	}
-	step(0)
-	// The queue works through the users while logins sync others. Users the pass at start
-	// queued too are synced under its trigger.
-	log.add(auditPage+20, "full_pass:start", start.Add(time.Second))
-	log.add(5, "hook", start.Add(2*time.Second))
-	log.add(7, "full_pass:gateway_ready", start.Add(3*time.Second))
-	step(auditPage + 27)
-
-	reads := log.reads
-	step(auditPage + 27)
-	if log.reads-reads != 1 {
-		t.Errorf("a count with nothing new read %d pages, want 1", log.reads-reads)
-	}
-
-	log.err = errors.New("database is locked")
-	if _, err := pc.count(t.Context(), log, pass); err == nil {
-		t.Errorf("count with a failing store: no error")
-	}
-	log.err = nil
-	log.add(2, "full_pass:gateway_ready", start.Add(4*time.Second))
-	step(auditPage + 29)
-
-	// A new pass counts from nothing.
-	next := &reconcile.PassReport{Trigger: "full_pass:timer", Started: start.Add(time.Hour),
-		Queued: 1}
-	log.add(1, "full_pass:timer", start.Add(time.Hour+time.Second))
-	if got, err := pc.count(t.Context(), log, next); err != nil || got != 1 {
-		t.Errorf("count of the next pass = %d, %v; want 1", got, err)
 	}
 }
 

@@ -28,6 +28,11 @@ func (s *Server) listUsers(c *call) reply {
 	if bad != nil {
 		return *bad
 	}
+	s.stat.Lock()
+	if s.ignoreAttrFilter {
+		attrFilter = nil
+	}
+	s.stat.Unlock()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -41,8 +46,12 @@ func (s *Server) listUsers(c *call) reply {
 		return *bad
 	}
 
+	pool := s.users
+	if cand, ok := s.attrCandidates(attrFilter); ok {
+		pool = cand
+	}
 	var list []*user
-	for _, u := range s.users {
+	for _, u := range pool {
 		switch {
 		case has(q, "username") && u.username != q.Get("username"),
 			has(q, "email") && u.email != q.Get("email"),
@@ -55,8 +64,8 @@ func (s *Server) listUsers(c *call) reply {
 			superSet && s.isSuperuser(u.pk) != superuser,
 			inGroups != nil && !s.memberOfAny(u.pk, inGroups),
 			inNamed != nil && !s.memberOfAny(u.pk, inNamed),
-			!searchMatch(q.Get("search"), u.username, u.name, u.email, u.uuid),
-			!attributesMatch(u.attrs, attrFilter):
+			has(q, "search") && !searchMatch(q.Get("search"), u.username, u.name, u.email, u.uuid),
+			!u.matches(attrFilter):
 			continue
 		}
 		list = append(list, u)
@@ -251,6 +260,7 @@ func (s *Server) updateUser(c *call, partial bool) reply {
 
 	next.updated = s.now()
 	*u = next
+	s.attrsChanged(u.pk)
 	if setGroups {
 		for _, g := range s.groups {
 			delete(g.members, u.pk)

@@ -62,6 +62,43 @@ type user struct {
 	attrs     json.RawMessage // compact JSON object, served verbatim
 	path      string
 	typ       string
+
+	// doc is attrs decoded, for filtered lists, and docOf the attrs it was decoded from:
+	// attrs are replaced, never changed in place, so a different slice means a new value.
+	// val is the value at the path of the filter key valKey, looked up in doc.
+	doc    any
+	docOf  json.RawMessage
+	valKey string
+	val    any
+	valOK  bool
+}
+
+// matches reports whether the user's attributes pass an attributes filter. It decodes them
+// once per value rather than once per list: a full pass of the bridge sends a filtered list
+// for every few users it changes, and each list looks at every user. Caller holds s.mu.
+func (u *user) matches(f attrFilter) bool {
+	if f == nil {
+		return true
+	}
+	if len(u.attrs) == 0 {
+		return false
+	}
+	if len(u.docOf) != len(u.attrs) || &u.docOf[0] != &u.attrs[0] {
+		doc, ok := decodeAttrs(u.attrs)
+		if !ok {
+			return false
+		}
+		u.doc, u.docOf, u.valKey = doc, u.attrs, ""
+	}
+	if len(f) > 1 {
+		return f.matches(u.doc)
+	}
+	// One key, as the bridge asks: the value at its path is kept for the next list.
+	if u.valKey != f[0].key {
+		u.val, u.valOK = f[0].lookup(u.doc)
+		u.valKey = f[0].key
+	}
+	return u.valOK && f[0].holds(u.val)
 }
 
 type group struct {

@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -234,8 +235,26 @@ func searchMatch(search string, fields ...string) bool {
 	return true
 }
 
-// attributeFilter parses the JSON object of an attributes filter.
-func attributeFilter(q url.Values) (map[string]any, *reply) {
+// attrFilter is a parsed attributes filter: every term must hold.
+type attrFilter []attrTerm
+
+// attrTerm is one key of an attributes filter, as Django reads attributes__<key>=want: "__"
+// separates nested keys, and a final "in" or "exact" is the lookup of that name rather than
+// a key. Without one the stored value must equal want as JSON; with "in" it must equal one
+// element of the list want.
+// TODO: other Django lookups at the end of a key (__icontains, __isnull, __contains) are
+// treated as keys, so such filters match nothing here, whereas Authentik applies them.
+type attrTerm struct {
+	key  string // the key as given, lookup included
+	path []string
+	in   bool
+	want any
+	// strs holds the elements of an "in" list that are all strings, for a quick test.
+	strs map[string]bool
+}
+
+// attributeFilter parses the JSON object of an attributes filter; nil means none was given.
+func attributeFilter(q url.Values) (attrFilter, *reply) {
 	raw := q.Get("attributes")
 	if raw == "" {
 		return nil, nil
@@ -252,39 +271,81 @@ func attributeFilter(q url.Values) (map[string]any, *reply) {
 		rep := fieldError("non_field_errors", "filter: value must be key:value mapping")
 		return nil, &rep
 	}
-	return obj, nil
+	f := attrFilter{}
+	for key, want := range obj {
+		t := attrTerm{key: key, path: strings.Split(key, "__"), want: want}
+		if n := len(t.path); n > 1 && (t.path[n-1] == "in" || t.path[n-1] == "exact") {
+			t.in = t.path[n-1] == "in"
+			t.path = t.path[:n-1]
+		}
+		if list, ok := want.([]any); ok && t.in {
+			t.strs = map[string]bool{}
+			for _, w := range list {
+				str, ok := w.(string)
+				if !ok {
+					t.strs = nil
+					break
+				}
+				t.strs[str] = true
+			}
+		}
+		f = append(f, t)
+	}
+	return f, nil
 }
 
-// attributesMatch emulates Django's JSONField key lookups (attributes__a__b=value): "__"
-// separates nested keys and the value must equal the stored one as JSON.
-// TODO: Django lookups at the end of a key (__icontains, __in, __isnull) are treated as keys, so
-// such filters match nothing here, whereas Authentik applies them or ignores the filter.
-func attributesMatch(attrs json.RawMessage, filter map[string]any) bool {
-	if len(filter) == 0 {
+// attributesMatch reports whether stored attributes pass the filter.
+func attributesMatch(attrs json.RawMessage, f attrFilter) bool {
+	if f == nil {
 		return true
 	}
+	doc, ok := decodeAttrs(attrs)
+	return ok && f.matches(doc)
+}
+
+// decodeAttrs decodes stored attributes, keeping numbers as written.
+func decodeAttrs(attrs json.RawMessage) (any, bool) {
 	var doc any
 	dec := json.NewDecoder(strings.NewReader(string(attrs)))
 	dec.UseNumber()
-	if dec.Decode(&doc) != nil {
-		return false
-	}
-	for key, want := range filter {
-		cur := doc
-		for _, part := range strings.Split(key, "__") {
-			obj, ok := cur.(map[string]any)
-			if !ok {
-				return false
-			}
-			if cur, ok = obj[part]; !ok {
-				return false
-			}
-		}
-		if !jsonEqual(cur, want) {
+	return doc, dec.Decode(&doc) == nil
+}
+
+// matches applies the filter to decoded attributes.
+func (f attrFilter) matches(doc any) bool {
+	for _, t := range f {
+		if cur, ok := t.lookup(doc); !ok || !t.holds(cur) {
 			return false
 		}
 	}
 	return true
+}
+
+// lookup finds the value the term's path names in decoded attributes.
+func (t attrTerm) lookup(doc any) (any, bool) {
+	cur := doc
+	for _, part := range t.path {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = obj[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// holds reports whether a stored value passes the term's lookup.
+func (t attrTerm) holds(cur any) bool {
+	if !t.in {
+		return jsonEqual(cur, t.want)
+	}
+	if str, ok := cur.(string); ok && t.strs != nil {
+		return t.strs[str]
+	}
+	list, _ := t.want.([]any)
+	return slices.ContainsFunc(list, func(w any) bool { return jsonEqual(cur, w) })
 }
 
 // jsonEqual compares decoded JSON values; numbers compare by exact value, as jsonb does.

@@ -87,6 +87,7 @@ func (s *Server) AddUser(u User) int32 {
 		path:      path,
 		typ:       typ,
 	}
+	s.attrsChanged(pk)
 	return pk
 }
 
@@ -141,6 +142,7 @@ func (s *Server) SetUserAttributes(pk int32, attrs json.RawMessage) {
 	}
 	u.attrs = norm
 	u.updated = s.now()
+	s.attrsChanged(pk)
 }
 
 // UserGroupNames returns the names of the user's groups, sorted.
@@ -167,6 +169,7 @@ func (s *Server) DeleteUser(pk int32) {
 	}
 	delete(s.usernames, s.users[pk].username)
 	delete(s.users, pk)
+	s.attrsChanged(pk)
 	for _, g := range s.groups {
 		delete(g.members, pk)
 	}

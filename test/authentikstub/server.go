@@ -85,6 +85,9 @@ type Server struct {
 	failureRate float64
 	faultRand   *rand.Rand
 	latency     time.Duration
+	// ignoreAttrFilter makes user lists drop the attributes filter, as Authentik does with a
+	// filter it cannot evaluate.
+	ignoreAttrFilter bool
 
 	// mu guards the data below.
 	mu        sync.Mutex
@@ -92,6 +95,7 @@ type Server struct {
 	now       func() time.Time
 	users     map[int32]*user
 	usernames map[string]int32         // index of users by username
+	attrIdx   map[string]*attrIndex    // indexes of users by attribute path, built when asked
 	connOrder map[string][]*connection // s.conns by source slug ("" for all) in list order; nil when stale
 	groups    map[string]*group
 	sources   map[string]*source
@@ -137,6 +141,7 @@ func New(opts Options) (*Server, error) {
 		idRand:    rand.New(rand.NewPCG(seed, 0x6964)),
 		now:       time.Now,
 		users:     map[int32]*user{},
+		attrIdx:   map[string]*attrIndex{},
 		usernames: map[string]int32{},
 		groups:    map[string]*group{},
 		sources:   map[string]*source{},
@@ -251,6 +256,14 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.stat.Lock()
 	defer s.stat.Unlock()
 	s.latency = d
+}
+
+// SetIgnoreAttributeFilter makes the user list answer as if no attributes filter had been
+// given, which is what Authentik does when evaluating the filter raises a ValueError.
+func (s *Server) SetIgnoreAttributeFilter(ignore bool) {
+	s.stat.Lock()
+	defer s.stat.Unlock()
+	s.ignoreAttrFilter = ignore
 }
 
 // Counts returns a snapshot of the request counters.

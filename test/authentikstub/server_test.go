@@ -767,6 +767,11 @@ func TestServer_AttributeFilter(t *testing.T) {
 		{`{"discord_role_id":1187654321098765431}`, []string{"as-number"}},
 		{`{"discord_role_id":1187654321098765432}`, nil},
 		{`{"discord__role__id":"42"}`, []string{"nested"}},
+		{`{"discord__role__id__exact":"42"}`, []string{"nested"}},
+		{`{"discord__role__id__in":["41","42"]}`, []string{"nested"}},
+		{`{"discord__role__id__in":["41"]}`, nil},
+		{`{"discord_role_id__in":["1187654321098765431",1187654321098765431]}`,
+			[]string{"as-number", "as-string"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter, func(t *testing.T) {
@@ -788,6 +793,54 @@ func TestServer_AttributeFilter(t *testing.T) {
 		_, resp, err := c.CoreAPI.CoreGroupsList(t.Context()).Attributes(`["x"]`).Execute()
 		if got := statusOf(t, resp, err); got != http.StatusBadRequest {
 			t.Errorf("status %d, want 400", got)
+		}
+	})
+
+	t.Run("users, and a filter Authentik could not evaluate", func(t *testing.T) {
+		pks := seedUsers(s, 3)
+		s.SetUserAttributes(pks[0], json.RawMessage(`{"discord":{"id":"7"}}`))
+		s.SetUserAttributes(pks[1], json.RawMessage(`{"discord":{"id":"8"}}`))
+		list := func() int {
+			got, _, err := c.CoreAPI.CoreUsersList(t.Context()).
+				Attributes(`{"discord__id__in":["7","9"]}`).Execute()
+			if err != nil {
+				t.Fatalf("list users: %v", err)
+			}
+			return len(got.Results)
+		}
+		if n := list(); n != 1 {
+			t.Errorf("%d users match, want 1", n)
+		}
+		// The answers follow every kind of change made after the first filtered list.
+		s.SetUserAttributes(pks[2], json.RawMessage(`{"discord":{"id":"9"}}`))
+		if n := list(); n != 2 {
+			t.Errorf("after another writer set a matching id: %d users match, want 2", n)
+		}
+		patch := func(pk int32, id string) {
+			_, _, err := c.CoreAPI.CoreUsersPartialUpdate(t.Context(), pk).PatchedUserRequest(
+				api.PatchedUserRequest{Attributes: map[string]any{"discord": map[string]any{
+					"id": id}}}).Execute()
+			if err != nil {
+				t.Fatalf("patch user: %v", err)
+			}
+		}
+		patch(pks[0], "70")
+		if n := list(); n != 1 {
+			t.Errorf("after a PATCH changed a matching id: %d users match, want 1", n)
+		}
+		patch(pks[1], "7")
+		if n := list(); n != 2 {
+			t.Errorf("after a PATCH set a matching id: %d users match, want 2", n)
+		}
+		s.DeleteUser(pks[2])
+		if n := list(); n != 1 {
+			t.Errorf("after a matching user was deleted: %d users match, want 1", n)
+		}
+		s.SetIgnoreAttributeFilter(true)
+		defer s.SetIgnoreAttributeFilter(false)
+		// Every user: the two left and the token's owner.
+		if n := list(); n != 3 {
+			t.Errorf("with the filter ignored: %d users, want all 3", n)
 		}
 	})
 }

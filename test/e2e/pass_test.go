@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -240,5 +242,79 @@ func TestFullPass_FlakyAuthentikConverges(t *testing.T) {
 	})
 	if got := string(e.ak.UserAttributes(w.nelly)); !strings.Contains(got, `"employee_number":1234567890123456789`) {
 		t.Errorf("unrelated attributes damaged: %s", got)
+	}
+}
+
+// A pass reads the users it is about to change in batches of eight, just before writing
+// them, and never one by one; when Authentik drops the attributes filter and lists everyone,
+// the pass notices, says so, and reads the rest one by one.
+func TestSyncAll_ReadsChangedUsersInBatches(t *testing.T) {
+	e := newEnv(t)
+	seed(t, e)
+	const n, changed = 40, 20
+	ids := make([]string, n)
+	pks := make([]int32, n)
+	for i := range n {
+		ids[i] = strconv.Itoa(300000000000000000 + i)
+		pks[i] = e.ak.AddUser(authentikstub.User{Username: "m" + strconv.Itoa(i), IsActive: true,
+			Type: "external", Attributes: json.RawMessage(`{"locale":"de"}`)})
+		e.ak.AddConnection("discord", pks[i], ids[i])
+	}
+	setRoles := func(roles ...string) {
+		for i := range n {
+			m := discordstub.ExampleMember()
+			m.User.ID, m.User.Username, m.User.Avatar = ids[i], "m"+strconv.Itoa(i), nil
+			m.Roles = []string{roleMember}
+			if i < changed {
+				m.Roles = roles
+			}
+			mustSetMember(t, e, m)
+		}
+	}
+	// Half the linked users lose a group in the second pass below.
+	e.vars = append(e.vars, "BRIDGE_MAX_REMOVAL_SHARE=1")
+	setRoles(roleMember)
+	if out, errOut, code := e.cli("sync", "--all"); code != 0 {
+		t.Fatalf("first pass exited %d:\n%s\n%s", code, out, errOut)
+	}
+
+	pass := func() (out, errOut string, c authentikstub.Counts) {
+		t.Helper()
+		e.ak.ResetCounts()
+		out, errOut, code := e.cli("sync", "--all")
+		if code != 0 || !strings.Contains(out, "out of date "+strconv.Itoa(changed)) {
+			t.Fatalf("pass exited %d, want %d users out of date:\n%s\n%s", code, changed, out,
+				errOut)
+		}
+		return out, errOut, e.ak.Counts()
+	}
+	const one, list = "GET /api/v3/core/users/{id}/", "GET /api/v3/core/users/"
+
+	setRoles(roleMember, roleAdmin)
+	_, _, c := pass()
+	if c.ByRoute[one] != 0 || c.ByRoute[list] != (changed+7)/8 {
+		t.Errorf("users read one by one %d times and in %d lists; want 0 and %d",
+			c.ByRoute[one], c.ByRoute[list], (changed+7)/8)
+	}
+	// One group added and attributes.discord written per changed user, nothing else.
+	if c.Writes != 2*changed {
+		t.Errorf("%d writes, want %d: %v", c.Writes, 2*changed, c.ByRoute)
+	}
+
+	e.ak.SetIgnoreAttributeFilter(true)
+	setRoles(roleMember)
+	_, errOut, c := pass()
+	if c.ByRoute[list] != 1 || c.ByRoute[one] != changed {
+		t.Errorf("with the filter ignored: %d lists and %d reads one by one; want 1 and %d",
+			c.ByRoute[list], c.ByRoute[one], changed)
+	}
+	if !strings.Contains(errOut, "ignored the attributes filter") {
+		t.Errorf("no warning that Authentik ignored the filter:\n%s", errOut)
+	}
+	for i, pk := range pks {
+		if !strings.Contains(string(e.ak.UserAttributes(pk)), `"locale":"de"`) {
+			t.Errorf("user %s lost an attribute it does not own: %s", ids[i],
+				e.ak.UserAttributes(pk))
+		}
 	}
 }
