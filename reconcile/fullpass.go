@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/bwmarrin/discordgo"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
 	"github.com/discord-authentik-bridge/bridge/groupmatch"
@@ -222,14 +221,21 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 
 	switch {
 	case o.DryRun:
-		for _, w := range todo {
-			known := w.known
-			p, err := r.Plan(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known})
-			if err != nil {
-				rep.addError(w.id, err)
-				continue
+		br, _ := r.ak.(batchReader)
+		for len(todo) > 0 && ctx.Err() == nil {
+			batch := todo[:min(readBatch, len(todo))]
+			todo = todo[len(batch):]
+			users, _ := r.readUsers(ctx, &br, batch)
+			for _, w := range batch {
+				known := w.known
+				p, err := r.Plan(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known,
+					Users: users[w.id]})
+				if err != nil {
+					rep.addError(w.id, err)
+					continue
+				}
+				rep.Plans = append(rep.Plans, p)
 			}
-			rep.Plans = append(rep.Plans, p)
 		}
 	default:
 		r.applyAll(ctx, todo, o, listedAt, rep)
@@ -259,9 +265,9 @@ const passWorkers = 4
 
 // readBatch is how many out-of-date members a pass reads from Authentik in one request
 // before writing them. Authentik's PATCH replaces the whole attributes map and has no ETag, so
-// every write goes out on a copy read just before; read per batch, the copy is at most about
-// two syncs old (twice the workers), barely older than a read per user would give, for an
-// eighth of the requests.
+// every write goes out on a copy read just before. A batch is read only once the one before
+// has been handed to the workers, so a copy waits for at most about three syncs: barely longer
+// than a read per user would give, for an eighth of the requests.
 const readBatch = 2 * passWorkers
 
 // batchReader reads many users in one request; *authentik.Client provides it.
@@ -269,30 +275,52 @@ type batchReader interface {
 	UsersByDiscordIDs(ctx context.Context, ids []string) (map[int32]*authentik.User, error)
 }
 
-// applyAll syncs the out-of-date members, batch by batch. A sync that fails for a passing
-// reason is handed to o.Queue, when there is one, to retry with back-off.
+// passJob is one out-of-date member with the users read for it.
+type passJob struct {
+	passItem
+	users  map[int32]*authentik.User
+	readAt time.Time
+}
+
+// applyAll syncs the out-of-date members with passWorkers workers, fed by a reader that reads
+// their users batch by batch. A sync that fails for a passing reason is handed to o.Queue,
+// when there is one, to retry with back-off.
 func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOptions,
 	listedAt time.Time, rep *PassReport) {
-	br, _ := r.ak.(batchReader)
-	var mu sync.Mutex
-	for len(todo) > 0 && ctx.Err() == nil {
-		batch := todo[:min(readBatch, len(todo))]
-		todo = todo[len(batch):]
-		users, readAt := r.readUsers(ctx, &br, batch)
-		var g errgroup.Group
-		g.SetLimit(passWorkers)
-		for _, w := range batch {
-			g.Go(func() error {
-				known := w.known
-				out, err := r.Sync(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known,
-					ObservedAt: listedAt, Users: users[w.id], ReadAt: readAt}, o.Trigger, false)
+	jobs := make(chan passJob)
+	go func() {
+		defer close(jobs)
+		br, _ := r.ak.(batchReader)
+		for len(todo) > 0 {
+			batch := todo[:min(readBatch, len(todo))]
+			todo = todo[len(batch):]
+			users, readAt := r.readUsers(ctx, &br, batch)
+			for _, w := range batch {
+				select {
+				case jobs <- passJob{passItem: w, users: users[w.id], readAt: readAt}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for range passWorkers {
+		wg.Go(func() {
+			for j := range jobs {
+				known := j.known
+				out, err := r.Sync(ctx, Target{DiscordID: j.id, UserPKs: j.pks, Known: &known,
+					ObservedAt: listedAt, Users: j.users, ReadAt: j.readAt}, o.Trigger, false)
 				mu.Lock()
-				defer mu.Unlock()
 				switch {
 				case err != nil:
-					rep.addError(w.id, err)
+					rep.addError(j.id, err)
 					if o.Queue != nil && Transient(err) && ctx.Err() == nil {
-						o.Queue.Retry(w.id, o.Trigger, w.pks)
+						o.Queue.Retry(j.id, o.Trigger, j.pks)
 						rep.Queued++
 					}
 				case out.Result == ResultSuperseded:
@@ -303,11 +331,11 @@ func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOption
 				if out != nil {
 					rep.Changes += len(out.Changes)
 				}
-				return nil
-			})
-		}
-		_ = g.Wait()
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // readUsers reads the linked users of a batch in one request, keyed by Discord ID. A failed
