@@ -109,18 +109,22 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	}
 
 	// Groups come page by page; of each, the pass keeps the member pks and, for users it
-	// remembers nothing about, their listed attributes.discord.
+	// remembers nothing about, a fingerprint of their listed attributes.discord. (Over a new
+	// data directory that is every user: the raw values would take three times the memory.)
 	var (
 		plain     []groupmatch.Group
-		membersOf = map[string][]int32{}        // group uuid → member pks
-		owned     = map[int32]json.RawMessage{} // pk → attributes.discord, unknown users only
+		membersOf = map[string][]int32{}    // group uuid → member pks
+		listed    = map[int32]listedAttr{} // unknown users only
 	)
 	err := bulk.GroupsWithMembers(ctx, func(g authentik.GroupMembers) error {
 		plain = append(plain, g.Group)
 		membersOf[g.UUID] = g.Members
 		for pk, raw := range g.Owned {
-			if _, known := states[pk]; !known {
-				owned[pk] = raw
+			if _, known := states[pk]; known {
+				continue
+			}
+			if _, done := listed[pk]; !done {
+				listed[pk] = r.listedAttr(raw)
 			}
 		}
 		return nil
@@ -183,7 +187,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 				ms.State = guild.StatePending
 			}
 		}
-		stale, removes := r.quickDiff(mapping, ms, pks, current, states, owned, &learned)
+		stale, removes := r.quickDiff(mapping, ms, pks, current, states, listed, &learned)
 		if removes {
 			rep.Removals += len(pks)
 		}
@@ -442,7 +446,7 @@ func (l liteMember) member() *discordgo.Member {
 // group listing carried, and its fingerprint is learned when they match.
 func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks []int32,
 	current map[int32][]string, states map[int32]UserState,
-	owned map[int32]json.RawMessage, learned *[]UserState) (stale, removes bool) {
+	listed map[int32]listedAttr, learned *[]UserState) (stale, removes bool) {
 	present := ms.State != guild.StateAbsent
 	if !present && r.opts.OnLeave == OnLeaveKeep {
 		return false, false
@@ -471,9 +475,9 @@ func (r *Reconciler) quickDiff(m *groupmatch.Mapping, ms guild.Membership, pks [
 		}
 		st, known := states[pk]
 		if !known && present {
-			if raw, ok := owned[pk]; ok && sameDiscordIgnoringURL(raw, attr) {
+			if l, ok := listed[pk]; ok && l.hash != "" && l.hash == hash {
 				st = UserState{UserPK: pk, DiscordID: ms.Member.User.ID, AttrHash: hash,
-					AvatarKey: r.avatarKeyOf(raw), UpdatedAt: r.opts.Now().UTC()}
+					AvatarKey: l.avatarKey, UpdatedAt: r.opts.Now().UTC()}
 				known = true
 				*learned = append(*learned, st)
 			}
@@ -517,24 +521,22 @@ func groupNames(m *groupmatch.Mapping, uuids []string) string {
 	return strings.Join(names, ", ")
 }
 
-// sameDiscordIgnoringURL compares a listed attributes.discord with the desired one, leaving
-// out the avatar URL, which the pass cannot know without the avatar store.
-func sameDiscordIgnoringURL(raw json.RawMessage, want DiscordAttribute) bool {
-	var have DiscordAttribute
-	if json.Unmarshal(raw, &have) != nil {
-		return false
-	}
-	want.AvatarURL = have.AvatarURL
-	return sameDiscord(raw, want)
+// listedAttr is what a pass keeps of the attributes.discord a group listing carried for a
+// user it remembers nothing about: enough to learn the user's state if it is current.
+type listedAttr struct {
+	hash      string // attrHash of the value, which leaves out the avatar URL; "" never matches
+	avatarKey string // store key of the hosted avatar it points at, kept safe from collection
 }
 
-// avatarKeyOf returns the store key of the hosted avatar a listed attributes.discord points
-// at, so that a user learned from the listing keeps their avatar safe from collection.
-func (r *Reconciler) avatarKeyOf(raw json.RawMessage) string {
+func (r *Reconciler) listedAttr(raw json.RawMessage) listedAttr {
 	var d DiscordAttribute
-	if r.opts.Avatars == nil || json.Unmarshal(raw, &d) != nil || d.AvatarURL == nil {
-		return ""
+	// Without roles the value is not one the bridge wrote (sameAttribute refuses it too).
+	if json.Unmarshal(raw, &d) != nil || d.Roles == nil {
+		return listedAttr{}
 	}
-	key, _ := r.opts.Avatars.KeyOf(*d.AvatarURL)
-	return key
+	l := listedAttr{hash: attrHash(d)}
+	if r.opts.Avatars != nil && d.AvatarURL != nil {
+		l.avatarKey, _ = r.opts.Avatars.KeyOf(*d.AvatarURL)
+	}
+	return l
 }

@@ -312,7 +312,9 @@ func goBinDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go env: %w", err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	// One line per variable, the first empty when GOBIN is unset: trimming the whole output
+	// first would shift GOPATH into GOBIN's place.
+	lines := strings.Split(string(out), "\n")
 	if len(lines) > 0 && strings.TrimSpace(lines[0]) != "" {
 		return strings.TrimSpace(lines[0]), nil
 	}
