@@ -113,7 +113,7 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	// data directory that is every user: the raw values would take three times the memory.)
 	var (
 		plain     []groupmatch.Group
-		membersOf = map[string][]int32{}    // group uuid → member pks
+		membersOf = map[string][]int32{}   // group uuid → member pks
 		listed    = map[int32]listedAttr{} // unknown users only
 	)
 	err := bulk.GroupsWithMembers(ctx, func(g authentik.GroupMembers) error {
