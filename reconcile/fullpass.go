@@ -105,7 +105,6 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		if states, err = r.store.UserStates(ctx); err != nil {
 			return rep, fmt.Errorf("full pass: %w", err)
 		}
-
 	}
 
 	// Groups come page by page; of each, the pass keeps the member pks and, for users it
