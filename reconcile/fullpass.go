@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sort"
 	"strings"
@@ -63,7 +64,9 @@ type PassReport struct {
 	Queued          int // failed syncs handed to the work queue to retry
 	// Superseded counts members the pass left alone because another sync (a gateway event,
 	// a login) applied a newer view of them while the pass ran.
-	Superseded   int
+	Superseded int
+	// NotReached counts out-of-date members an interrupted pass never got to.
+	NotReached   int
 	Changes      int
 	UnknownRoles []string // discord_role_id values that name no role of the guild
 	Invalid      []groupmatch.Invalid
@@ -197,11 +200,11 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].id < todo[j].id })
 	if r.store != nil && len(learned) > 0 && !o.DryRun {
-		if err := r.store.PutUserStates(ctx, learned); err != nil {
+		if err := r.store.AddUserStates(ctx, learned); err != nil {
 			r.log.Warn("remember user states", "users", len(learned), "err", err)
 		} else {
-			// The cache holds only what logins asked for; a learned state replaces nothing
-			// in it, but dropping the key keeps the two from ever disagreeing.
+			// The cache holds only what syncs stored, which the store kept over a learned
+			// state; dropping the key all the same keeps the two from ever disagreeing.
 			for _, st := range learned {
 				r.states.Delete(st.UserPK)
 			}
@@ -222,13 +225,14 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		}
 	}
 
+	reached := 0
 	switch {
 	case o.DryRun:
-		br, _ := r.ak.(batchReader)
-		for len(todo) > 0 && ctx.Err() == nil {
-			batch := todo[:min(readBatch, len(todo))]
-			todo = todo[len(batch):]
-			users, _ := r.readUsers(ctx, &br, batch)
+		br := r.batchReads()
+		for len(todo) > reached && ctx.Err() == nil {
+			batch := todo[reached:min(reached+readBatch, len(todo))]
+			reached += len(batch)
+			users, _ := br.read(ctx, batch)
 			for _, w := range batch {
 				known := w.known
 				p, err := r.Plan(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known,
@@ -241,7 +245,16 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 			}
 		}
 	default:
-		r.applyAll(ctx, todo, o, listedAt, rep)
+		reached = r.applyAll(ctx, todo, o, listedAt, rep)
+	}
+	if err := ctx.Err(); err != nil && reached < len(todo) {
+		// Members never reached are not errors of theirs, but the pass did not do its job:
+		// its caller must not take it for a finished one.
+		rep.NotReached = len(todo) - reached
+		r.log.Warn("full pass interrupted", "trigger", o.Trigger, "stale", len(todo),
+			"not_reached", rep.NotReached, "applied", rep.Applied, "errors", rep.Errors)
+		return rep, fmt.Errorf("full pass interrupted before %d of %d out-of-date members: %w",
+			rep.NotReached, len(todo), err)
 	}
 	r.badAvatars.Range(func(k, v any) bool {
 		if r.opts.Now().Sub(v.(avatarFailure).at) >= avatarRetryAfter {
@@ -268,9 +281,11 @@ const passWorkers = 4
 
 // readBatch is how many out-of-date members a pass reads from Authentik in one request
 // before writing them. Authentik's PATCH replaces the whole attributes map and has no ETag, so
-// every write goes out on a copy read just before. A batch is read only once the one before
-// has been handed to the workers, so a copy waits for at most about three syncs: barely longer
-// than a read per user would give, for an eighth of the requests.
+// every write goes out on a copy read shortly before. A batch is read only once the one before
+// has been handed to the workers, so about twelve syncs, three per worker, start between a
+// copy's read and its own sync: a copy is some three sync durations older than one read by
+// the sync itself, for an eighth of the requests. A sync lasts milliseconds, or as long as
+// the avatar fetch when the member's avatar changed (up to its 10 s timeout).
 const readBatch = 2 * passWorkers
 
 // batchReader reads many users in one request; *authentik.Client provides it.
@@ -286,18 +301,18 @@ type passJob struct {
 }
 
 // applyAll syncs the out-of-date members with passWorkers workers, fed by a reader that reads
-// their users batch by batch. A sync that fails for a passing reason is handed to o.Queue,
-// when there is one, to retry with back-off.
+// their users batch by batch, and returns how many it got to before ctx ended. A sync that
+// fails for a passing reason is handed to o.Queue, when there is one, to retry with back-off.
 func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOptions,
-	listedAt time.Time, rep *PassReport) {
+	listedAt time.Time, rep *PassReport) (reached int) {
 	jobs := make(chan passJob)
 	go func() {
 		defer close(jobs)
-		br, _ := r.ak.(batchReader)
+		br := r.batchReads()
 		for len(todo) > 0 {
 			batch := todo[:min(readBatch, len(todo))]
 			todo = todo[len(batch):]
-			users, readAt := r.readUsers(ctx, &br, batch)
+			users, readAt := br.read(ctx, batch)
 			for _, w := range batch {
 				select {
 				case jobs <- passJob{passItem: w, users: users[w.id], readAt: readAt}:
@@ -319,6 +334,7 @@ func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOption
 				out, err := r.Sync(ctx, Target{DiscordID: j.id, UserPKs: j.pks, Known: &known,
 					ObservedAt: listedAt, Users: j.users, ReadAt: j.readAt}, o.Trigger, false)
 				mu.Lock()
+				reached++
 				switch {
 				case err != nil:
 					rep.addError(j.id, err)
@@ -339,30 +355,53 @@ func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOption
 		})
 	}
 	wg.Wait()
+	return reached
 }
 
-// readUsers reads the linked users of a batch in one request, keyed by Discord ID. A failed
-// read costs only requests: the syncs then read their users one by one. An answer showing
-// that Authentik ignored the filter turns batch reads off for the rest of the pass.
-func (r *Reconciler) readUsers(ctx context.Context, br *batchReader,
+// batchReads reads, for one pass, the users of its out-of-date members batch by batch.
+type batchReads struct {
+	r      *Reconciler
+	br     batchReader // nil once Authentik has shown it ignores the filter
+	failed bool        // a batch read has failed in this pass
+}
+
+func (r *Reconciler) batchReads() *batchReads {
+	br, _ := r.ak.(batchReader)
+	return &batchReads{r: r, br: br}
+}
+
+// read reads the linked users of a batch in one request, keyed by Discord ID. A failed read
+// costs only requests: the syncs then read their users one by one. An answer showing that
+// Authentik ignored the filter turns batch reads off for the rest of the pass.
+func (b *batchReads) read(ctx context.Context,
 	batch []passItem) (map[string]map[int32]*authentik.User, time.Time) {
-	if *br == nil {
+	if b.br == nil {
 		return nil, time.Time{}
 	}
 	ids := make([]string, len(batch))
 	for i, w := range batch {
 		ids[i] = w.id
 	}
-	readAt := r.opts.Now()
-	got, err := (*br).UsersByDiscordIDs(ctx, ids)
-	if err != nil {
-		if errors.Is(err, authentik.ErrFilterIgnored) {
-			r.log.Warn("Authentik ignored the attributes filter; this pass reads users one by one",
-				"err", err)
-			*br = nil
-		} else {
-			r.log.Debug("batch read of users failed; reading them one by one", "err", err)
+	readAt := b.r.opts.Now()
+	got, err := b.br.UsersByDiscordIDs(ctx, ids)
+	switch {
+	case errors.Is(err, authentik.ErrFilterIgnored):
+		b.r.log.Warn("Authentik ignored the attributes filter; this pass reads users one by one",
+			"err", err)
+		b.br = nil
+		return nil, time.Time{}
+	case err != nil && ctx.Err() == nil:
+		// A warning once a pass, then debug: an Authentik that fails every batch read
+		// doubles the pass's calls, which an operator should hear of, but once is enough.
+		level := slog.LevelWarn
+		if b.failed {
+			level = slog.LevelDebug
 		}
+		b.failed = true
+		b.r.log.Log(ctx, level, "batch read of users failed; reading them one by one",
+			"users", len(ids), "err", err)
+		return nil, time.Time{}
+	case err != nil:
 		return nil, time.Time{}
 	}
 	out := make(map[string]map[int32]*authentik.User, len(batch))

@@ -45,6 +45,9 @@ type Queue struct {
 type queued struct {
 	trigger string
 	known   *guild.Membership
+	// knownAt is when known arrived. An event may wait in the queue while a full pass lists
+	// the guild; the pass must not take it for newer than its own pages.
+	knownAt time.Time
 	userPKs []int32
 }
 
@@ -78,7 +81,11 @@ func NewQueue(r *Reconciler, workers int, log *slog.Logger) *Queue {
 // member end in the state of the second. userPKs, when set, name the linked users.
 func (q *Queue) Add(discordID, trigger string, known *guild.Membership, userPKs []int32) {
 	q.mu.Lock()
-	q.pending[discordID] = queued{trigger: trigger, known: known, userPKs: userPKs}
+	it := queued{trigger: trigger, known: known, userPKs: userPKs}
+	if known != nil {
+		it.knownAt = q.r.opts.Now()
+	}
+	q.pending[discordID] = it
 	q.mu.Unlock()
 	q.q.Add(discordID)
 }
@@ -142,8 +149,8 @@ func (q *Queue) next(ctx context.Context) bool {
 	}
 
 	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
-	_, err := q.r.Sync(sctx, Target{DiscordID: id, UserPKs: item.userPKs, Known: item.known},
-		item.trigger, false)
+	_, err := q.r.Sync(sctx, Target{DiscordID: id, UserPKs: item.userPKs, Known: item.known,
+		ObservedAt: item.knownAt}, item.trigger, false)
 	cancel()
 	q.processed.Add(1)
 	if err == nil {

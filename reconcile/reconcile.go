@@ -5,7 +5,6 @@
 package reconcile
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -146,9 +145,10 @@ type Target struct {
 	// Known is the membership when the caller already has it fresh from Discord (a gateway
 	// event, a page of the member list); nil means: ask Discord.
 	Known *guild.Membership
-	// ObservedAt, when set, is when Known was read from Discord. A full pass's pages are
-	// seconds old by the time it writes; if another sync of the member has applied a newer
-	// view since (a gateway event, a login), the sync is skipped instead of undoing it.
+	// ObservedAt, when set, is when Known was read from Discord, or when the gateway event
+	// carrying it arrived. A full pass's pages are seconds old by the time it writes; if
+	// another sync of the member has applied a newer view since (a gateway event, a login),
+	// the sync is skipped instead of undoing it.
 	ObservedAt time.Time
 	// Users are linked users read by the caller at ReadAt, moments before the sync: a full
 	// pass reads the users it writes in batches. Any user missing here is read afresh, and
@@ -258,10 +258,14 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	out, err := r.sync(ctx, t, trigger, dryRun)
 	if !dryRun && r.passing.Load() {
 		rs := recentSync{finished: r.opts.Now()}
-		if err == nil {
-			// Without ObservedAt, the membership was read from Discord after start, or came
-			// with a gateway event that is newer than any page a pass holds.
-			rs.observed = cmp.Or(t.ObservedAt, start)
+		switch {
+		case err != nil:
+		case t.Known == nil:
+			rs.observed = start // the sync read the member from Discord itself
+		default:
+			// A view of unknown age (zero ObservedAt) supersedes nothing: a gateway event
+			// may have waited in the queue since before the pass listed the guild.
+			rs.observed = t.ObservedAt
 		}
 		r.recent.Store(t.DiscordID, rs)
 	}

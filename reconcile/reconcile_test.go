@@ -449,9 +449,13 @@ func (m *memStore) PutUserState(_ context.Context, s UserState) error {
 	m.states[s.UserPK] = s
 	return nil
 }
-func (m *memStore) PutUserStates(ctx context.Context, ss []UserState) error {
+func (m *memStore) AddUserStates(_ context.Context, ss []UserState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, s := range ss {
-		_ = m.PutUserState(ctx, s)
+		if _, ok := m.states[s.UserPK]; !ok {
+			m.states[s.UserPK] = s
+		}
 	}
 	return nil
 }

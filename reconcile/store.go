@@ -24,8 +24,10 @@ type Store interface {
 	UserStates(ctx context.Context) (map[int32]UserState, error)
 	// PutUserState stores s, replacing what was remembered of s.UserPK.
 	PutUserState(ctx context.Context, s UserState) error
-	// PutUserStates stores many states in one transaction.
-	PutUserStates(ctx context.Context, ss []UserState) error
+	// AddUserStates stores, in one transaction, the states of ss whose users it remembers
+	// nothing about, and leaves the others as they are: what a full pass learned from its
+	// listing is older than whatever a sync stored meanwhile.
+	AddUserStates(ctx context.Context, ss []UserState) error
 	Close() error
 }
 

@@ -131,15 +131,22 @@ func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, st
 	for _, e := range rep.FirstErrors {
 		fmt.Fprintln(stderr, "error:", e)
 	}
+	// An interrupted pass has applied part of its work: say how much, then why it stopped.
+	switch {
+	case dry && (err == nil || rep.NotReached > 0):
+		fmt.Fprintln(stdout, "dry run: nothing was changed")
+	case err == nil || rep.NotReached > 0:
+		// Members, not users: one sync covers every user linked to a Discord account.
+		fmt.Fprintf(stdout, "applied %d change(s) in %d member sync(s), %d error(s)\n",
+			rep.Changes, rep.Applied, rep.Errors)
+	}
+	if rep.NotReached > 0 {
+		fmt.Fprintf(stdout, "interrupted: %d out-of-date member(s) not reached; the next pass "+
+			"will get to them\n", rep.NotReached)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "bridge sync --all:", errorLine(err))
 		return 1
-	}
-	if dry {
-		fmt.Fprintln(stdout, "dry run: nothing was changed")
-	} else {
-		fmt.Fprintf(stdout, "applied %d change(s) to %d user(s), %d error(s)\n",
-			rep.Changes, rep.Applied, rep.Errors)
 	}
 	if rep.Errors > 0 {
 		return 1

@@ -369,11 +369,21 @@ func (s *Store) UserStates(ctx context.Context) (map[int32]reconcile.UserState, 
 
 // PutUserState stores st.
 func (s *Store) PutUserState(ctx context.Context, st reconcile.UserState) error {
-	return s.PutUserStates(ctx, []reconcile.UserState{st})
+	return s.putUserStates(ctx, []reconcile.UserState{st}, `
+		ON CONFLICT (user_pk) DO UPDATE SET
+			discord_id = excluded.discord_id, attr_hash = excluded.attr_hash,
+			avatar_key = excluded.avatar_key, absent_since = excluded.absent_since,
+			deactivated_by_bridge = excluded.deactivated_by_bridge,
+			updated_at = excluded.updated_at`)
 }
 
-// PutUserStates stores every state of sts in one transaction.
-func (s *Store) PutUserStates(ctx context.Context, sts []reconcile.UserState) error {
+// AddUserStates stores the states of sts whose users have none yet, in one transaction.
+func (s *Store) AddUserStates(ctx context.Context, sts []reconcile.UserState) error {
+	return s.putUserStates(ctx, sts, `ON CONFLICT (user_pk) DO NOTHING`)
+}
+
+func (s *Store) putUserStates(ctx context.Context, sts []reconcile.UserState,
+	onConflict string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store user states: %w", err)
@@ -382,12 +392,7 @@ func (s *Store) PutUserStates(ctx context.Context, sts []reconcile.UserState) er
 	stmt, err := tx.PrepareContext(ctx, `
 		INSERT INTO user_state
 			(user_pk, discord_id, attr_hash, avatar_key, absent_since, deactivated_by_bridge, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (user_pk) DO UPDATE SET
-			discord_id = excluded.discord_id, attr_hash = excluded.attr_hash,
-			avatar_key = excluded.avatar_key, absent_since = excluded.absent_since,
-			deactivated_by_bridge = excluded.deactivated_by_bridge,
-			updated_at = excluded.updated_at`)
+		VALUES (?, ?, ?, ?, ?, ?, ?) `+onConflict)
 	if err != nil {
 		return fmt.Errorf("store user states: %w", err)
 	}

@@ -175,3 +175,31 @@ func TestStore_UserState(t *testing.T) {
 		t.Errorf("UserStates (-want +got):\n%s", diff)
 	}
 }
+
+// A full pass adds the states it learned from its listing only for users the store holds
+// nothing about: a sync that stored a state meanwhile saw something newer.
+func TestStore_AddUserStatesKeepsStored(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "bridge.db"))
+	defer s.Close()
+	at := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	stored := reconcile.UserState{UserPK: 8, DiscordID: "100", AttrHash: "newer",
+		AbsentSince: at, UpdatedAt: at}
+	if err := s.PutUserState(t.Context(), stored); err != nil {
+		t.Fatal(err)
+	}
+	learned := []reconcile.UserState{
+		{UserPK: 8, DiscordID: "100", AttrHash: "older", UpdatedAt: at.Add(-time.Minute)},
+		{UserPK: 9, DiscordID: "101", AttrHash: "first", UpdatedAt: at},
+	}
+	if err := s.AddUserStates(t.Context(), learned); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.UserStates(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int32]reconcile.UserState{8: stored, 9: learned[1]}
+	if diff := cmp.Diff(want, all); diff != "" {
+		t.Errorf("UserStates (-want +got):\n%s", diff)
+	}
+}

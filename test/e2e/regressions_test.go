@@ -71,19 +71,21 @@ func TestMapping_RefusesGroupUnderSuperuserParent(t *testing.T) {
 	w := seed(t, e)
 	admins := w.groups["authentik Admins"] // is_superuser: true
 	px := newTamper(t, e.ak.URL())
-	px.rewrite = func(r *http.Request, status int, body []byte) []byte {
-		if r.Method != http.MethodGet || r.URL.Path != "/api/v3/core/groups/" || status != 200 {
-			return body
-		}
-		return editJSON(t, body, func(m map[string]any) {
-			for _, g := range m["results"].([]any) {
-				g := g.(map[string]any)
-				if g["name"] == "makerspace-admins" {
-					g["parents"] = []any{admins}
-				}
+	px.set(func(px *tamper) {
+		px.rewrite = func(r *http.Request, status int, body []byte) []byte {
+			if r.Method != http.MethodGet || r.URL.Path != "/api/v3/core/groups/" || status != 200 {
+				return body
 			}
-		})
-	}
+			return editJSON(t, body, func(m map[string]any) {
+				for _, g := range m["results"].([]any) {
+					g := g.(map[string]any)
+					if g["name"] == "makerspace-admins" {
+						g["parents"] = []any{admins}
+					}
+				}
+			})
+		}
+	})
 	e.withAuthentikAt(px.srv.URL)
 	e.start()
 
@@ -112,12 +114,14 @@ func TestSync_IncompleteUserReadWritesNothing(t *testing.T) {
 	w := seed(t, e)
 	userPath := fmt.Sprintf("/api/v3/core/users/%d/", w.nelly)
 	px := newTamper(t, e.ak.URL())
-	px.rewrite = func(r *http.Request, status int, body []byte) []byte {
-		if r.Method != http.MethodGet || r.URL.Path != userPath || status != 200 {
-			return body
+	px.set(func(px *tamper) {
+		px.rewrite = func(r *http.Request, status int, body []byte) []byte {
+			if r.Method != http.MethodGet || r.URL.Path != userPath || status != 200 {
+				return body
+			}
+			return editJSON(t, body, func(m map[string]any) { delete(m, "attributes") })
 		}
-		return editJSON(t, body, func(m map[string]any) { delete(m, "attributes") })
-	}
+	})
 	e.withAuthentikAt(px.srv.URL)
 	e.start()
 
@@ -204,15 +208,16 @@ func TestSync_FailedAddDoesNotBlockRemovals(t *testing.T) {
 func newDenyProxy(t *testing.T, target, method, path string) string {
 	t.Helper()
 	px := newTamper(t, target)
-	inner := px.srv.Config.Handler
-	px.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == method && r.URL.Path == path {
+	px.set(func(px *tamper) {
+		px.answer = func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != method || r.URL.Path != path {
+				return false
+			}
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
 			io.WriteString(w, `{"detail":"You do not have permission to perform this action."}`)
-			return
+			return true
 		}
-		inner.ServeHTTP(w, r)
 	})
 	return px.srv.URL
 }

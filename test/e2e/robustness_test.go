@@ -178,11 +178,13 @@ func TestHooks_KilledMidSyncConverges(t *testing.T) {
 	hold := make(chan struct{})
 	px := newTamper(t, e.ak.URL())
 	var once sync.Once
-	px.before = func(r *http.Request) {
-		if r.Method == http.MethodPatch {
-			once.Do(func() { <-hold })
+	px.set(func(px *tamper) {
+		px.before = func(r *http.Request) {
+			if r.Method == http.MethodPatch {
+				once.Do(func() { <-hold })
+			}
 		}
-	}
+	})
 	e.withAuthentikAt(px.srv.URL)
 	e.start("BRIDGE_SYNC_DEADLINE=300ms")
 	status, body := e.hook("/v1/authentik/sync",

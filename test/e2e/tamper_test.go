@@ -12,17 +12,38 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/discord-authentik-bridge/bridge/test/discordstub"
 )
 
-// tamper sits in front of a stand-in. before runs before the request is forwarded (it may
-// block); rewrite may replace the body of an answer.
+// tamper sits in front of a stand-in. Its hooks are set while the server runs, so they are
+// read and written under mu (the race detector would flag them otherwise).
 type tamper struct {
-	srv     *httptest.Server
-	before  func(r *http.Request)
+	srv *httptest.Server
+
+	mu sync.Mutex
+	// answer, when it returns true, has answered the request itself; nothing is forwarded.
+	answer func(w http.ResponseWriter, r *http.Request) bool
+	// before runs before the request is forwarded; it may block.
+	before func(r *http.Request)
+	// rewrite may replace the body of an answer.
 	rewrite func(r *http.Request, status int, body []byte) []byte
+}
+
+// set changes the proxy's hooks: f runs under the lock the handlers read them with.
+func (tp *tamper) set(f func(tp *tamper)) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	f(tp)
+}
+
+func (tp *tamper) hooks() (answer func(http.ResponseWriter, *http.Request) bool,
+	before func(*http.Request), rewrite func(*http.Request, int, []byte) []byte) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.answer, tp.before, tp.rewrite
 }
 
 func newTamper(t *testing.T, target string) *tamper {
@@ -38,7 +59,8 @@ func newTamper(t *testing.T, target string) *tamper {
 			pr.Out.Host = u.Host
 		},
 		ModifyResponse: func(resp *http.Response) error {
-			if tp.rewrite == nil {
+			_, _, rewrite := tp.hooks()
+			if rewrite == nil {
 				return nil
 			}
 			body, err := io.ReadAll(resp.Body)
@@ -46,7 +68,7 @@ func newTamper(t *testing.T, target string) *tamper {
 			if err != nil {
 				return err
 			}
-			body = tp.rewrite(resp.Request, resp.StatusCode, body)
+			body = rewrite(resp.Request, resp.StatusCode, body)
 			resp.Body = io.NopCloser(bytes.NewReader(body))
 			resp.ContentLength = int64(len(body))
 			resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
@@ -54,8 +76,12 @@ func newTamper(t *testing.T, target string) *tamper {
 		},
 	}
 	tp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if tp.before != nil {
-			tp.before(r)
+		answer, before, _ := tp.hooks()
+		if answer != nil && answer(w, r) {
+			return
+		}
+		if before != nil {
+			before(r)
 		}
 		rp.ServeHTTP(w, r)
 	}))
