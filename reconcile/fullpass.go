@@ -38,6 +38,10 @@ type bulkAuthentik interface {
 // have stripped managed groups from more linked users than BRIDGE_MAX_REMOVAL_SHARE allows.
 var ErrRemovalGuard = errors.New("mass-removal guard tripped")
 
+// ErrInterrupted reports a full pass cut short (SIGTERM, shutdown) before it had synced every
+// member it found out of date, or before it had listed everything; the next pass finishes.
+var ErrInterrupted = errors.New("full pass interrupted")
+
 // ErrNoMembers reports a member list with nobody in it. Discord answers that way when
 // something is wrong (an intent switched off, a guild the bot left), never for a real guild
 // with linked users, so it is not taken to mean that everyone left.
@@ -84,6 +88,24 @@ func (p *PassReport) Duration() time.Duration { return p.Ended.Sub(p.Started) }
 // are read again only when something about them is to change, in batches just before their
 // writes.
 func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, error) {
+	rep, err := r.fullPass(ctx, o)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) &&
+		!errors.Is(err, ErrRemovalGuard) {
+		r.log.Warn("full pass interrupted while listing", "trigger", o.Trigger)
+		err = fmt.Errorf("%w while listing: %w", ErrInterrupted, interruption(ctx))
+	}
+	return rep, err
+}
+
+// interruption is why ctx ended, naming the signal when a signal ended it.
+func interruption(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil && cause != ctx.Err() {
+		return fmt.Errorf("%v: %w", cause, ctx.Err())
+	}
+	return ctx.Err()
+}
+
+func (r *Reconciler) fullPass(ctx context.Context, o PassOptions) (*PassReport, error) {
 	rep := &PassReport{Trigger: o.Trigger, Started: r.opts.Now()}
 	defer func() { rep.Ended = r.opts.Now() }()
 	if !o.DryRun {
@@ -231,9 +253,12 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 		br := r.batchReads()
 		for len(todo) > reached && ctx.Err() == nil {
 			batch := todo[reached:min(reached+readBatch, len(todo))]
-			reached += len(batch)
 			users, _ := br.read(ctx, batch)
 			for _, w := range batch {
+				if ctx.Err() != nil {
+					break
+				}
+				reached++
 				known := w.known
 				p, err := r.Plan(ctx, Target{DiscordID: w.id, UserPKs: w.pks, Known: &known,
 					Users: users[w.id]})
@@ -247,14 +272,15 @@ func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	default:
 		reached = r.applyAll(ctx, todo, o, listedAt, rep)
 	}
-	if err := ctx.Err(); err != nil && reached < len(todo) {
-		// Members never reached are not errors of theirs, but the pass did not do its job:
-		// its caller must not take it for a finished one.
+	if ctx.Err() != nil && (reached < len(todo) || rep.Errors > 0) {
+		// Members never reached are not errors of theirs, and syncs cut short are not
+		// failures of Authentik or Discord, but the pass did not do its job: its caller must
+		// not take it for a finished one.
 		rep.NotReached = len(todo) - reached
 		r.log.Warn("full pass interrupted", "trigger", o.Trigger, "stale", len(todo),
 			"not_reached", rep.NotReached, "applied", rep.Applied, "errors", rep.Errors)
-		return rep, fmt.Errorf("full pass interrupted before %d of %d out-of-date members: %w",
-			rep.NotReached, len(todo), err)
+		return rep, fmt.Errorf("%w with %d of %d out-of-date members not reached and %d "+
+			"failed: %w", ErrInterrupted, rep.NotReached, len(todo), rep.Errors, interruption(ctx))
 	}
 	r.badAvatars.Range(func(k, v any) bool {
 		if r.opts.Now().Sub(v.(avatarFailure).at) >= avatarRetryAfter {
@@ -330,6 +356,11 @@ func (r *Reconciler) applyAll(ctx context.Context, todo []passItem, o PassOption
 	for range passWorkers {
 		wg.Go(func() {
 			for j := range jobs {
+				if ctx.Err() != nil {
+					// Handed out as the pass ended (select picks at random among ready
+					// cases): never attempted, so not an error of the member's.
+					continue
+				}
 				known := j.known
 				out, err := r.Sync(ctx, Target{DiscordID: j.id, UserPKs: j.pks, Known: &known,
 					ObservedAt: listedAt, Users: j.users, ReadAt: j.readAt}, o.Trigger, false)
@@ -421,7 +452,9 @@ func (b *batchReads) read(ctx context.Context,
 func (rep *PassReport) addError(id string, err error) {
 	rep.Errors++
 	if len(rep.FirstErrors) < 10 {
-		rep.FirstErrors = append(rep.FirstErrors, id+": "+err.Error())
+		// One line each: a sync's errors come joined by newlines.
+		msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+		rep.FirstErrors = append(rep.FirstErrors, id+": "+msg)
 	}
 }
 

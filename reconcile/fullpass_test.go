@@ -15,12 +15,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bwmarrin/discordgo"
 
 	"github.com/discord-authentik-bridge/bridge/authentik"
+	"github.com/discord-authentik-bridge/bridge/discord"
 	"github.com/discord-authentik-bridge/bridge/guild"
 )
 
@@ -465,5 +467,356 @@ func TestFullPass_ConcurrentSyncsDuringPassKeepOtherKeys(t *testing.T) {
 		if got := string(ak.users[pk].Attributes["note"]); got != `"set by an admin"` {
 			t.Errorf("user %d lost the admin's note: %v", pk, ak.users[pk].Attributes)
 		}
+	}
+}
+
+// switchDiscord answers member lookups from a fakeDiscord, or fails with err when set, and
+// counts the lookups.
+type switchDiscord struct {
+	fakeDiscord
+	mu    sync.Mutex
+	err   error
+	calls int
+}
+
+func (s *switchDiscord) Member(ctx context.Context, g, id string) (*discordgo.Member, error) {
+	s.mu.Lock()
+	s.calls++
+	err := s.err
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return s.fakeDiscord.Member(ctx, g, id)
+}
+
+// A gateway event that arrived after the pass began listing applies a newer view; a later
+// sync of the same member that fails (a login whose Discord lookup hits a 503) must not make
+// the pass forget that newer view and write its older page over it.
+func TestFullPass_FailedSyncKeepsNewerView(t *testing.T) {
+	ak, dc := world()
+	id := "80351110224678912"
+	sd := &switchDiscord{fakeDiscord: dc}
+	r := New(sd, ak, nil, newTestReconciler(ak, dc, Options{}).log, Options{
+		GuildID: "81384788765712384"})
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+	r.passing.Store(true)
+
+	// t0: the pass lists the guild; its page says admin and editor.
+	listedView := guild.Membership{State: guild.StateMember, Member: dc[id]}
+	// t0+1s: the member loses both roles; the gateway event says so and is applied.
+	at(time.Second)
+	eventView := guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+		User: dc[id].User, Roles: []string{roleOld}}}
+	if _, err := r.Sync(t.Context(), Target{DiscordID: id, Known: &eventView,
+		ObservedAt: t0.Add(time.Second)}, "gateway:member_update", false); err != nil {
+		t.Fatal(err)
+	}
+	if contains(ak.users[7].Groups, "g-admins") {
+		t.Fatalf("event not applied: %v", sorted(ak.users[7].Groups))
+	}
+	// t0+2s: a login's sync fails reading Discord; nothing is written.
+	at(2 * time.Second)
+	sd.mu.Lock()
+	sd.err = &discord.Error{Status: 503, Retryable: true}
+	sd.mu.Unlock()
+	if _, err := r.Sync(t.Context(), Target{DiscordID: id}, "hook", false); err == nil {
+		t.Fatal("the failing sync did not fail")
+	}
+	// t0+3s: the pass gets to the member with its page from t0.
+	at(3 * time.Second)
+	out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7},
+		Known: &listedView, ObservedAt: t0}, "full_pass:timer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultSuperseded {
+		t.Errorf("pass item after a newer event and a failed sync: %s, want superseded; "+
+			"groups now %v (the event had removed g-admins and g-editors)", out.Result,
+			sorted(ak.users[7].Groups))
+	}
+}
+
+// A queued event whose sync fails for a passing reason is retried without the event's
+// membership: the retry asks Discord afresh, and its view (read after the pass began)
+// supersedes the pass's page.
+func TestFullPass_QueueRetryReadsDiscordAfresh(t *testing.T) {
+	ak, dc := world()
+	id := "80351110224678912"
+	sd := &switchDiscord{fakeDiscord: dc}
+	r := New(sd, ak, nil, newTestReconciler(ak, dc, Options{}).log, Options{
+		GuildID: "81384788765712384"})
+	q := NewQueue(r, 1, r.log)
+	t0 := time.Now()
+	at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+	r.passing.Store(true)
+
+	// The event arrived before the listing (t0) and says: only the old role.
+	at(-time.Second)
+	q.Add(id, "gateway:member_update", &guild.Membership{State: guild.StateMember,
+		Member: &discordgo.Member{User: dc[id].User, Roles: []string{roleOld}}}, nil)
+	ak.mu.Lock()
+	ak.fail = &authentik.Error{Op: "add", Status: 503}
+	ak.mu.Unlock()
+	at(time.Second)
+	q.next(t.Context())
+	if st := q.Stats(); st.Retries != 1 {
+		t.Fatalf("queue stats after a 503: %+v, want one retry", st)
+	}
+	ak.mu.Lock()
+	ak.fail = nil
+	ak.mu.Unlock()
+	// Discord's truth (admin, editor) is what the retry must apply. The retry waits its
+	// back-off (1 s) in the workqueue.
+	at(2 * time.Second)
+	done := make(chan struct{})
+	go func() { q.next(t.Context()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("retry did not run within 5 s")
+	}
+	sd.mu.Lock()
+	calls := sd.calls
+	sd.mu.Unlock()
+	if calls != 1 {
+		t.Errorf("Discord lookups by the retry: %d, want 1 (a retry must not reuse the event)", calls)
+	}
+	if !contains(ak.users[7].Groups, "g-admins") || contains(ak.users[7].Groups, "g-old") {
+		t.Errorf("groups after the retry: %v, want Discord's current view", sorted(ak.users[7].Groups))
+	}
+	// The pass's page from t0 (the old role) comes later and must yield to the retry.
+	at(3 * time.Second)
+	out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7},
+		Known: &guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+			User: dc[id].User, Roles: []string{roleOld}}}, ObservedAt: t0},
+		"full_pass:timer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultSuperseded {
+		t.Errorf("pass item after the retry: %s, want superseded", out.Result)
+	}
+}
+
+// ctxAuthentik fails every call once ctx has ended, as the real client does.
+type ctxAuthentik struct {
+	*passAuthentik
+	onWrite func()
+}
+
+func (c *ctxAuthentik) User(ctx context.Context, pk int32) (*authentik.User, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.passAuthentik.User(ctx, pk)
+}
+
+func (c *ctxAuthentik) UsersByDiscordIDs(ctx context.Context,
+	ids []string) (map[int32]*authentik.User, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return c.passAuthentik.UsersByDiscordIDs(ctx, ids)
+}
+
+func (c *ctxAuthentik) write(ctx context.Context) error {
+	if c.onWrite != nil {
+		c.onWrite()
+	}
+	return ctx.Err()
+}
+
+func (c *ctxAuthentik) AddToGroup(ctx context.Context, g string, pk int32) error {
+	if err := c.write(ctx); err != nil {
+		return err
+	}
+	return c.passAuthentik.AddToGroup(ctx, g, pk)
+}
+
+func (c *ctxAuthentik) RemoveFromGroup(ctx context.Context, g string, pk int32) error {
+	if err := c.write(ctx); err != nil {
+		return err
+	}
+	return c.passAuthentik.RemoveFromGroup(ctx, g, pk)
+}
+
+func (c *ctxAuthentik) UpdateUser(ctx context.Context, pk int32, up authentik.Update) error {
+	if err := c.write(ctx); err != nil {
+		return err
+	}
+	return c.passAuthentik.UpdateUser(ctx, pk, up)
+}
+
+// recStore counts the sync records whose error is the cancellation.
+type recStore struct {
+	memStore
+	cancelled atomic.Int64
+}
+
+func (s *recStore) RecordSync(_ context.Context, rec SyncRecord) error {
+	if strings.Contains(rec.Error, "context canceled") {
+		s.cancelled.Add(1)
+	}
+	return nil
+}
+
+// Cancelled in its apply phase, a pass may have had at most passWorkers syncs in flight;
+// those are its "context canceled" errors. Members handed to a worker after the cancellation
+// were never attempted and belong in NotReached, not in Errors and not in the sync log.
+func TestFullPass_CancelledCountsOnlyInFlightAsErrors(t *testing.T) {
+	worst, worstRecords := 0, int64(0)
+	for range 30 {
+		pa, dc, ids := passWorld(200)
+		ctx, cancel := context.WithCancel(t.Context())
+		var once sync.Once
+		ak := &ctxAuthentik{passAuthentik: pa, onWrite: func() { once.Do(cancel) }}
+		st := &recStore{memStore: memStore{states: map[int32]UserState{}}}
+		r := New(dc, ak, st, newPassReconciler(pa, dc, nil).log, Options{
+			GuildID: "81384788765712384"})
+		rep, err := r.FullPass(ctx, PassOptions{Trigger: "test"})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("FullPass = %v, want context.Canceled", err)
+		}
+		if got := rep.Applied + rep.Errors + rep.Superseded + rep.NotReached; got != len(ids) {
+			t.Errorf("applied %d + errors %d + superseded %d + not reached %d = %d, want %d",
+				rep.Applied, rep.Errors, rep.Superseded, rep.NotReached, got, len(ids))
+		}
+		t.Logf("errors %d, not reached %d, applied %d, records %d", rep.Errors, rep.NotReached, rep.Applied, st.cancelled.Load())
+		worst = max(worst, rep.Errors)
+		worstRecords = max(worstRecords, st.cancelled.Load())
+	}
+	if worst > passWorkers {
+		t.Errorf("up to %d members counted as errors after the cancellation, with %d workers: "+
+			"members handed out after it were counted as failed syncs", worst, passWorkers)
+	}
+	if worstRecords > passWorkers {
+		t.Errorf("up to %d \"context canceled\" sync records written for one cancelled pass, "+
+			"with %d workers", worstRecords, passWorkers)
+	}
+}
+
+// A cancellation while the last members are in flight leaves none unreached, but the pass
+// did not finish either: its syncs failed with the context's error. It must not report
+// itself as finished, or the controller would run its after-pass work on a dead context.
+func TestFullPass_CancelledDuringLastBatchIsNotFinished(t *testing.T) {
+	pa, dc, ids := passWorld(passWorkers)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// Every worker holds one member; once all are writing, the pass is cancelled.
+	var writing atomic.Int32
+	ak := &ctxAuthentik{passAuthentik: pa, onWrite: func() {
+		if writing.Add(1) == passWorkers {
+			cancel()
+		}
+		<-ctx.Done()
+	}}
+	logs := &logBuffer{}
+	r := New(dc, ak, nil, newPassReconciler(pa, dc, logs).log, Options{
+		GuildID: "81384788765712384"})
+	rep, err := r.FullPass(ctx, PassOptions{Trigger: "test"})
+	if rep.Errors != len(ids) || rep.NotReached != 0 {
+		t.Fatalf("errors %d, not reached %d; want %d, 0 (every member in flight)", rep.Errors,
+			rep.NotReached, len(ids))
+	}
+	if !errors.Is(err, ErrInterrupted) || !errors.Is(err, context.Canceled) {
+		t.Errorf("FullPass = %v for a pass whose %d syncs were cut short; want "+
+			"ErrInterrupted and context.Canceled; log:\n%s", err, rep.Errors, logs.String())
+	}
+	if strings.Contains(logs.String(), "full pass finished") {
+		t.Errorf("the log calls the pass finished:\n%s", logs.String())
+	}
+}
+
+// The states a first pass learns never replace one a sync stored while the pass listed.
+func TestFullPass_LearnedStateDoesNotReplaceStored(t *testing.T) {
+	pa, dc, ids := passWorld(3)
+	// Make user 100 current so that the pass learns its state from the listing.
+	dc.fakeDiscord[ids[0]].Roles = []string{roleOld}
+	st := &memStore{states: map[int32]UserState{}}
+	r := New(dc, pa, st, newPassReconciler(pa, dc, nil).log, Options{
+		GuildID: "81384788765712384"})
+	stored := UserState{UserPK: 100, DiscordID: ids[0], AttrHash: "stored-by-a-sync",
+		UpdatedAt: time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)}
+	// The group listing runs first; a sync stores its state right after it.
+	var stored1 sync.Once
+	r2 := &groupHookAuthentik{passAuthentik: pa, after: func() {
+		stored1.Do(func() { _ = st.PutUserState(context.Background(), stored) })
+	}}
+	r.ak = r2
+	rep, err := r.FullPass(t.Context(), PassOptions{Trigger: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stale %d of linked %d", rep.Stale, rep.Linked)
+	got, _, _ := st.UserState(t.Context(), 100)
+	if got.AttrHash != stored.AttrHash {
+		t.Errorf("state of user 100 after the pass: %+v, want the one the sync stored", got)
+	}
+}
+
+// groupHookAuthentik runs after once the group listing is done.
+type groupHookAuthentik struct {
+	*passAuthentik
+	after func()
+}
+
+func (g *groupHookAuthentik) GroupsWithMembers(ctx context.Context,
+	visit func(authentik.GroupMembers) error) error {
+	err := g.passAuthentik.GroupsWithMembers(ctx, visit)
+	g.after()
+	return err
+}
+
+// A login's sync that waits for the member's lock (another sync of the member holds it)
+// while the pass begins listing reads Discord only once it has the lock, after the listing
+// began; its view is newer than the pass's page and must supersede it.
+func TestFullPass_SyncWaitingForLockIsNewer(t *testing.T) {
+	ak, dc := world()
+	id := "80351110224678912"
+	sd := &switchDiscord{fakeDiscord: dc}
+	r := New(sd, ak, nil, newTestReconciler(ak, dc, Options{}).log, Options{
+		GuildID: "81384788765712384"})
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var now atomic.Int64
+	at := func(d time.Duration) { now.Store(int64(d)) }
+	r.opts.Now = func() time.Time { return t0.Add(time.Duration(now.Load())) }
+	r.passing.Store(true)
+	listedView := guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+		User: dc[id].User, Roles: []string{roleAdmin, roleEditor}}}
+
+	// Another sync of the member holds its lock (a slow avatar fetch, say).
+	unlock, err := r.locks.lock(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at(-500 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Sync(context.Background(), Target{DiscordID: id}, "hook", false)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the login is waiting for the lock
+	// t0: the pass lists (admin, editor). t0+1s: the member loses both roles in Discord.
+	at(time.Second)
+	dc[id].Roles = []string{roleOld}
+	unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if contains(ak.users[7].Groups, "g-admins") {
+		t.Fatalf("the login did not apply Discord's view: %v", sorted(ak.users[7].Groups))
+	}
+	at(2 * time.Second)
+	out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7},
+		Known: &listedView, ObservedAt: t0}, "full_pass:timer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Result != ResultSuperseded {
+		t.Errorf("pass item after a login that read Discord at t0+1s: %s, want superseded; "+
+			"groups now %v", out.Result, sorted(ak.users[7].Groups))
 	}
 }

@@ -245,9 +245,12 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 		return nil, err
 	}
 	defer unlock()
+	// Taken once the lock is held: a sync that waited for it reads Discord after this.
+	locked := r.opts.Now()
 
+	var last recentSync
 	if v, ok := r.recent.Load(t.DiscordID); ok && !dryRun {
-		last := v.(recentSync)
+		last = v.(recentSync)
 		if !t.ObservedAt.IsZero() && last.observed.After(t.ObservedAt) {
 			return &Outcome{Result: ResultSuperseded}, nil
 		}
@@ -257,11 +260,13 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	}
 	out, err := r.sync(ctx, t, trigger, dryRun)
 	if !dryRun && r.passing.Load() {
-		rs := recentSync{finished: r.opts.Now()}
+		// A failed sync keeps the view the last one applied: what it wrote, if anything,
+		// its retry will finish.
+		rs := recentSync{finished: r.opts.Now(), observed: last.observed}
 		switch {
 		case err != nil:
 		case t.Known == nil:
-			rs.observed = start // the sync read the member from Discord itself
+			rs.observed = locked // the sync read the member from Discord itself
 		default:
 			// A view of unknown age (zero ObservedAt) supersedes nothing: a gateway event
 			// may have waited in the queue since before the pass listed the guild.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -442,7 +443,11 @@ func (m *memStore) UserState(_ context.Context, pk int32) (UserState, bool, erro
 	s, ok := m.states[pk]
 	return s, ok, nil
 }
-func (m *memStore) UserStates(context.Context) (map[int32]UserState, error) { return m.states, nil }
+func (m *memStore) UserStates(context.Context) (map[int32]UserState, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.states), nil // a copy, as a database hands out
+}
 func (m *memStore) PutUserState(_ context.Context, s UserState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

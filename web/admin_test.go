@@ -92,7 +92,7 @@ func sampleStatus() *fakeStatus {
 			Pass: PassHealth{Interval: time.Hour, Err: reconcile.ErrRemovalGuard.Error(),
 				Last: &reconcile.PassReport{Trigger: "full_pass:timer", Started: now.Add(-2 * time.Minute),
 					Ended: now.Add(-time.Minute), Members: 60, Linked: 58, Stale: 5, Applied: 2,
-					Changes: 4, Errors: 3, Queued: 2, Superseded: 1, NotReached: 3,
+					Changes: 4, Errors: 3, Queued: 2, Superseded: 1,
 					Stopped:     "40 of 58 linked users would lose managed groups",
 					FirstErrors: []string{"123: boom"}}},
 			Queue:       reconcile.QueueStats{Depth: 17, Retries: 5, Failed: 2, LastError: "timeout"},
@@ -153,7 +153,7 @@ func TestPages_Render(t *testing.T) {
 			`id="sync-all-preview"`,
 			"5 of 58 linked users", `data-changes="4"`,
 			"2 members synced by the pass: 4 changes, 3 errors; 2 handed to the work queue to " +
-				"retry; 1 left to newer syncs (gateway events, logins); interrupted before 3</dd>",
+				"retry; 1 left to newer syncs (gateway events, logins)</dd>",
 			`data-managed="6" data-unknown-roles="1" data-invalid="2"`,
 			`<a href="/mapping#managed">6 managed groups</a>`,
 			">1 fed by a role the guild does not have</a>", ">2 refused</a> (not managed)",

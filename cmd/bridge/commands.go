@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -110,6 +111,14 @@ func syncCmd(ctx context.Context, args []string, stdout, stderr io.Writer, looku
 
 func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, stdout, stderr io.Writer) int {
 	rep, err := rec.FullPass(ctx, reconcile.PassOptions{Trigger: "cli", DryRun: dry, Force: force})
+	for _, e := range rep.FirstErrors {
+		fmt.Fprintln(stderr, "error:", e)
+	}
+	// A pass cut short before it knew who is linked has nothing worth printing.
+	if errors.Is(err, reconcile.ErrInterrupted) && rep.Linked == 0 {
+		fmt.Fprintln(stderr, "bridge sync --all:", errorLine(err))
+		return 1
+	}
 	for _, p := range rep.Plans {
 		if !p.Empty() {
 			fmt.Fprint(stdout, p.String())
@@ -128,21 +137,23 @@ func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, st
 	} else if rep.Stopped != "" {
 		fmt.Fprintln(stdout, "stopped:", rep.Stopped)
 	}
-	for _, e := range rep.FirstErrors {
-		fmt.Fprintln(stderr, "error:", e)
-	}
-	// An interrupted pass has applied part of its work: say how much, then why it stopped.
+	// An interrupted pass has done part of its work: say how much, then why it stopped.
+	interrupted := errors.Is(err, reconcile.ErrInterrupted)
 	switch {
-	case dry && (err == nil || rep.NotReached > 0):
+	case dry && (err == nil || interrupted):
 		fmt.Fprintln(stdout, "dry run: nothing was changed")
-	case err == nil || rep.NotReached > 0:
+	case err == nil || interrupted:
 		// Members, not users: one sync covers every user linked to a Discord account.
 		fmt.Fprintf(stdout, "applied %d change(s) in %d member sync(s), %d error(s)\n",
 			rep.Changes, rep.Applied, rep.Errors)
 	}
-	if rep.NotReached > 0 {
+	switch {
+	case interrupted && dry:
+		fmt.Fprintf(stdout, "interrupted: %d out-of-date member(s) not planned\n",
+			rep.NotReached)
+	case interrupted:
 		fmt.Fprintf(stdout, "interrupted: %d out-of-date member(s) not reached; the next pass "+
-			"will get to them\n", rep.NotReached)
+			"will finish the work\n", rep.NotReached)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "bridge sync --all:", errorLine(err))

@@ -185,6 +185,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer, lookup func(str
 		"status_page", statusPageMode(cfg))
 	err = srv.Serve(ctx, httpSrv)
 	cancel()
+	// The gateway, the queue and a pass in progress log as they stop: wait for them, so
+	// that the last line says the bridge stopped.
+	wg.Wait()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error("serve", "err", err)
 		return 1
