@@ -181,6 +181,9 @@ func (r *Reconciler) fullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	}
 
 	listedAt := r.opts.Now()
+	if !o.DryRun {
+		r.listed.Store(listedAt.UnixNano())
+	}
 	members, err := r.listMembers(ctx, dl)
 	if err != nil {
 		return rep, err

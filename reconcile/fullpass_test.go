@@ -820,3 +820,36 @@ func TestFullPass_SyncWaitingForLockIsNewer(t *testing.T) {
 			"groups now %v", out.Result, sorted(ak.users[7].Groups))
 	}
 }
+
+// A gateway event that waited in the queue while a pass listed and applied the guild is older
+// than what the pass wrote. Taken off the queue after the pass, it must not set the member
+// back: its sync asks Discord afresh instead.
+func TestFullPass_EventQueuedBeforeListingDoesNotUndoPass(t *testing.T) {
+	ak, dc, ids := passWorld(1)
+	r := newPassReconciler(ak, dc, nil)
+	q := NewQueue(r, 1, r.log)
+	t0 := time.Now()
+	at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+
+	// The event says the member has the old role; Discord has since moved on (admin,
+	// editor), and the event saying so was lost with the gateway session.
+	at(-time.Second)
+	q.Add(ids[0], "gateway:member_update", &guild.Membership{State: guild.StateMember,
+		Member: &discordgo.Member{User: dc.fakeDiscord[ids[0]].User,
+			Roles: []string{roleOld}}}, nil)
+	at(0)
+	if _, err := r.FullPass(t.Context(), PassOptions{Trigger: "gateway_ready"}); err != nil {
+		t.Fatal(err)
+	}
+	if !inLine(ak, 100) {
+		t.Fatalf("the pass did not apply the guild: %+v", ak.users[100])
+	}
+	at(time.Second)
+	if !q.next(t.Context()) {
+		t.Fatal("queue shut down")
+	}
+	if !inLine(ak, 100) {
+		t.Errorf("after the queued event: groups %v; the event's older view undid the pass",
+			sorted(ak.users[100].Groups))
+	}
+}

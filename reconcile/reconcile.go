@@ -93,6 +93,9 @@ type Reconciler struct {
 	// pass began to its recentSync, so that the pass can tell its own view is out of date.
 	passing atomic.Bool
 	recent  sync.Map
+	// listed is when the newest full pass that applies began listing the guild (Unix ns).
+	// A view older than that may undo what the pass wrote: such a sync asks Discord afresh.
+	listed atomic.Int64
 }
 
 // recentSync is when a sync of a member finished, and how fresh its view of the member was.
@@ -248,6 +251,11 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	// Taken once the lock is held: a sync that waited for it reads Discord after this.
 	locked := r.opts.Now()
 
+	if t.Known != nil && !t.ObservedAt.IsZero() && t.ObservedAt.UnixNano() < r.listed.Load() {
+		// A gateway event that waited in the queue while a pass listed the guild: the pass
+		// may have applied a newer view since, and nothing else would repair it.
+		t.Known, t.ObservedAt = nil, time.Time{}
+	}
 	var last recentSync
 	if v, ok := r.recent.Load(t.DiscordID); ok && !dryRun {
 		last = v.(recentSync)
