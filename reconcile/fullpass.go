@@ -89,8 +89,10 @@ func (p *PassReport) Duration() time.Duration { return p.Ended.Sub(p.Started) }
 // writes.
 func (r *Reconciler) FullPass(ctx context.Context, o PassOptions) (*PassReport, error) {
 	rep, err := r.fullPass(ctx, o)
-	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInterrupted) &&
-		!errors.Is(err, ErrRemovalGuard) {
+	// Only a failure the interruption caused is reported as one: a 403 that arrived as the
+	// pass was being stopped still needs an admin.
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) &&
+		!errors.Is(err, ErrInterrupted) {
 		r.log.Warn("full pass interrupted while listing", "trigger", o.Trigger)
 		err = fmt.Errorf("%w while listing: %w", ErrInterrupted, interruption(ctx))
 	}
@@ -109,6 +111,8 @@ func (r *Reconciler) fullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	rep := &PassReport{Trigger: o.Trigger, Started: r.opts.Now()}
 	defer func() { rep.Ended = r.opts.Now() }()
 	if !o.DryRun {
+		began := rep.Started
+		r.passBegan.Store(&began)
 		r.passing.Store(true)
 		defer func() {
 			r.passing.Store(false)
@@ -181,9 +185,6 @@ func (r *Reconciler) fullPass(ctx context.Context, o PassOptions) (*PassReport, 
 	}
 
 	listedAt := r.opts.Now()
-	if !o.DryRun {
-		r.listed.Store(listedAt.UnixNano())
-	}
 	members, err := r.listMembers(ctx, dl)
 	if err != nil {
 		return rep, err

@@ -845,11 +845,295 @@ func TestFullPass_EventQueuedBeforeListingDoesNotUndoPass(t *testing.T) {
 		t.Fatalf("the pass did not apply the guild: %+v", ak.users[100])
 	}
 	at(time.Second)
+	writes := ak.writes
 	if !q.next(t.Context()) {
 		t.Fatal("queue shut down")
 	}
 	if !inLine(ak, 100) {
 		t.Errorf("after the queued event: groups %v; the event's older view undid the pass",
 			sorted(ak.users[100].Groups))
+	}
+	// Not even for a moment: the event's view is dropped before it is written.
+	if ak.writes != writes {
+		t.Errorf("%d writes for an event older than the pass, want none", ak.writes-writes)
+	}
+}
+
+// A login reads Discord after the pass listed the guild (the member lost the old role and
+// gained admin and editor), removes g-old, and then fails to add g-admins. What it removed
+// came from a newer view than the pass's page; the pass's sync of the member must not put
+// g-old back. The add fails with a 403, which nothing retries.
+func TestFullPass_PartlyAppliedNewerViewIsKept(t *testing.T) {
+	ak, dc := world()
+	id := "80351110224678912"
+	r := newTestReconciler(ak, dc, Options{})
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+	r.passing.Store(true)
+	r.passBegan.Store(&t0)
+	// The pass's page, from t0: the member still had the old role.
+	page := guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+		User: dc[id].User, Roles: []string{roleOld}}}
+
+	at(time.Second)
+	ak.mu.Lock()
+	ak.failAdd = &authentik.Error{Op: "add to group", Status: 403}
+	ak.mu.Unlock()
+	if _, err := r.Sync(t.Context(), Target{DiscordID: id}, "hook", false); err == nil {
+		t.Fatal("the login's sync did not fail")
+	}
+	if contains(ak.users[7].Groups, "g-old") {
+		t.Fatalf("the login did not remove g-old: %v", sorted(ak.users[7].Groups))
+	}
+	ak.mu.Lock()
+	ak.failAdd = nil
+	ak.mu.Unlock()
+
+	at(2 * time.Second)
+	out, err := r.Sync(t.Context(), Target{DiscordID: id, UserPKs: []int32{7}, Known: &page,
+		ObservedAt: t0}, "full_pass:timer", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contains(ak.users[7].Groups, "g-old") {
+		t.Errorf("pass item from t0 after a login that read Discord at t0+1s and removed g-old: "+
+			"result %s, groups %v; the pass gave back a group for a role the member lost",
+			out.Result, sorted(ak.users[7].Groups))
+	}
+}
+
+// blockingAuthentik holds the first write made while hold is set until release is closed,
+// and runs afterGroups once the pass's group listing is done.
+type blockingAuthentik struct {
+	*passAuthentik
+	hold        atomic.Bool
+	holding     chan struct{}
+	release     chan struct{}
+	afterGroups func()
+}
+
+func (b *blockingAuthentik) wait() {
+	if b.hold.CompareAndSwap(true, false) {
+		close(b.holding)
+		<-b.release
+	}
+}
+
+func (b *blockingAuthentik) RemoveFromGroup(ctx context.Context, g string, pk int32) error {
+	b.wait()
+	return b.passAuthentik.RemoveFromGroup(ctx, g, pk)
+}
+
+func (b *blockingAuthentik) AddToGroup(ctx context.Context, g string, pk int32) error {
+	b.wait()
+	return b.passAuthentik.AddToGroup(ctx, g, pk)
+}
+
+func (b *blockingAuthentik) GroupsWithMembers(ctx context.Context,
+	visit func(authentik.GroupMembers) error) error {
+	err := b.passAuthentik.GroupsWithMembers(ctx, visit)
+	if b.afterGroups != nil {
+		b.afterGroups()
+	}
+	return err
+}
+
+// A gateway event from before a pass (the member had only the old role) is being synced
+// when the pass begins; its check against the listing ran before the listing began, and it
+// writes after the pass read the groups. Discord has since given the member admin and editor
+// back (the event saying so was lost with the session whose end started the pass). The pass
+// lists admin and editor and, from its group listing, finds the member current; after the
+// pass the member must still be in line with the guild.
+func TestFullPass_EventInFlightWhenPassBeginsDoesNotOutliveIt(t *testing.T) {
+	pa, dc, ids := passWorld(1)
+	ak := &blockingAuthentik{passAuthentik: pa, holding: make(chan struct{}),
+		release: make(chan struct{})}
+	r := New(dc, ak, nil, newPassReconciler(pa, dc, nil).log, Options{
+		GuildID: "81384788765712384"})
+	if _, err := r.FullPass(t.Context(), PassOptions{Trigger: "start"}); err != nil {
+		t.Fatal(err)
+	}
+	if !inLine(pa, 100) {
+		t.Fatalf("first pass did not apply the guild: %+v", pa.users[100])
+	}
+
+	old := guild.Membership{State: guild.StateMember, Member: &discordgo.Member{
+		User: dc.fakeDiscord[ids[0]].User, Roles: []string{roleOld}}}
+	ak.hold.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Sync(context.Background(), Target{DiscordID: ids[0], Known: &old,
+			ObservedAt: time.Now()}, "gateway:member_update", false)
+		done <- err
+	}()
+	<-ak.holding // the event's sync is writing
+	var once sync.Once
+	ak.afterGroups = func() {
+		once.Do(func() {
+			close(ak.release)
+			if err := <-done; err != nil {
+				t.Errorf("event sync: %v", err)
+			}
+		})
+	}
+	rep, err := r.FullPass(t.Context(), PassOptions{Trigger: "gateway_ready"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inLine(pa, 100) {
+		pa.mu.Lock()
+		groups := sorted(pa.users[100].Groups)
+		pa.mu.Unlock()
+		t.Errorf("after the pass: groups %v (stale %d, applied %d); the event from before the "+
+			"listing outlived the pass", groups, rep.Stale, rep.Applied)
+	}
+}
+
+// A removal event that waited in the queue while a pass listed the guild, which still had the
+// member (they rejoined and that event was lost), must not strip them after the pass.
+func TestFullPass_RemovalQueuedBeforeListingDoesNotUndoPass(t *testing.T) {
+	ak, dc, ids := passWorld(1)
+	r := newPassReconciler(ak, dc, nil)
+	q := NewQueue(r, 1, r.log)
+	t0 := time.Now()
+	at := func(d time.Duration) { r.opts.Now = func() time.Time { return t0.Add(d) } }
+
+	at(-time.Second)
+	q.Add(ids[0], "gateway:member_remove", &guild.Membership{State: guild.StateAbsent}, nil)
+	at(0)
+	if _, err := r.FullPass(t.Context(), PassOptions{Trigger: "gateway_ready"}); err != nil {
+		t.Fatal(err)
+	}
+	at(time.Second)
+	if !q.next(t.Context()) {
+		t.Fatal("queue shut down")
+	}
+	if !inLine(ak, 100) {
+		t.Errorf("after the queued removal: groups %v; the member is in the guild",
+			sorted(ak.users[100].Groups))
+	}
+}
+
+// Dry runs change neither passBegan nor recent: a dry-run pass, and a dry-run sync during an
+// applying pass.
+func TestFullPass_DryRunsLeavePassStateAlone(t *testing.T) {
+	ak, dc, ids := passWorld(3)
+	r := newPassReconciler(ak, dc, nil)
+	began := time.Now().Add(-time.Hour)
+	r.passBegan.Store(&began)
+	if _, err := r.FullPass(t.Context(), PassOptions{Trigger: "admin_preview",
+		DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.passBegan.Load(); got != &began {
+		t.Errorf("passBegan after a dry-run pass: %v, want %v", got, began)
+	}
+	r.passing.Store(true)
+	if _, err := r.Sync(t.Context(), Target{DiscordID: ids[0]}, "cli", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.recent.Load(ids[0]); ok {
+		t.Errorf("a dry-run sync during a pass stored a recentSync")
+	}
+	if got := r.passBegan.Load(); got != &began {
+		t.Errorf("passBegan after a dry-run sync: %v, want %v", got, began)
+	}
+}
+
+// Items still in the queue when the bridge shuts down are dropped, for the next full pass to
+// find. They must not be synced on the ended context: each would fail with "context
+// canceled", be counted as a failed sync and leave that error as the member's last sync.
+func TestQueue_ShutdownDropsLeftovers(t *testing.T) {
+	pa, dc, ids := passWorld(50)
+	st := &recStore{memStore: memStore{states: map[int32]UserState{}}}
+	r := New(dc, &ctxAuthentik{passAuthentik: pa}, st, newPassReconciler(pa, dc, nil).log,
+		Options{GuildID: "81384788765712384"})
+	q := NewQueue(r, 4, r.log)
+	for _, id := range ids {
+		q.Add(id, "gateway:member_update", nil, nil)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	q.Run(ctx)
+	s := q.Stats()
+	if s.Processed != 0 || st.cancelled.Load() != 0 {
+		t.Errorf("after a shutdown with %d queued: processed %d, failed %d, \"context canceled\" "+
+			"sync records %d; want them dropped", len(ids), s.Processed, s.Failed,
+			st.cancelled.Load())
+	}
+}
+
+// connAuthentik fails the connection listing with err after cancelling the pass.
+type connAuthentik struct {
+	*passAuthentik
+	cancel context.CancelFunc
+	err    error
+}
+
+func (c *connAuthentik) Connections(context.Context) ([]authentik.Connection, error) {
+	c.cancel()
+	return nil, c.err
+}
+
+// A pass whose listing fails for a reason of its own (a 403 on the connections) as SIGTERM
+// arrives reports that failure, not only the interruption.
+func TestFullPass_ListingFailureIsNotHiddenByInterruption(t *testing.T) {
+	pa, dc, _ := passWorld(3)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	forbidden := &authentik.Error{Op: "list connections", Status: 403}
+	r := New(dc, &connAuthentik{passAuthentik: pa, cancel: cancel, err: forbidden}, nil,
+		newPassReconciler(pa, dc, nil).log, Options{GuildID: "81384788765712384"})
+	_, err := r.FullPass(ctx, PassOptions{Trigger: "cli"})
+	if !errors.Is(err, forbidden) {
+		t.Errorf("FullPass = %v; want it to name the 403", err)
+	}
+}
+
+// allRecStore counts every sync record, and those that record a failure.
+type allRecStore struct {
+	memStore
+	all, failed atomic.Int64
+}
+
+func (s *allRecStore) RecordSync(_ context.Context, rec SyncRecord) error {
+	s.all.Add(1)
+	if rec.Error != "" {
+		s.failed.Add(1)
+	}
+	return nil
+}
+
+// The pass is cancelled while it reads its second batch, when the workers have finished the
+// first and wait for more. Whatever the reader still hands out after that was never
+// attempted: no errors, no failed sync records, all of the second batch not reached.
+func TestFullPass_HandedOutAfterCancelIsNotAttempted(t *testing.T) {
+	for range 20 {
+		pa, dc, ids := passWorld(2 * readBatch)
+		ctx, cancel := context.WithCancel(t.Context())
+		st := &allRecStore{memStore: memStore{states: map[int32]UserState{}}}
+		pa.batch = func(call int, want []string) (map[int32]*authentik.User, error) {
+			if call == 2 {
+				deadline := time.Now().Add(5 * time.Second)
+				for st.all.Load() < readBatch && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				cancel()
+			}
+			return pa.filtered(want), nil
+		}
+		r := New(dc, &ctxAuthentik{passAuthentik: pa}, st, newPassReconciler(pa, dc, nil).log,
+			Options{GuildID: "81384788765712384"})
+		rep, err := r.FullPass(ctx, PassOptions{Trigger: "test"})
+		cancel()
+		if !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("FullPass = %v, want ErrInterrupted", err)
+		}
+		if rep.Applied != readBatch || rep.Errors != 0 || rep.NotReached != len(ids)-readBatch ||
+			st.failed.Load() != 0 {
+			t.Fatalf("applied %d, errors %d, not reached %d, failed sync records %d; want %d, "+
+				"0, %d, 0", rep.Applied, rep.Errors, rep.NotReached, st.failed.Load(),
+				readBatch, len(ids)-readBatch)
+		}
 	}
 }

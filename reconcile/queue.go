@@ -144,6 +144,11 @@ func (q *Queue) next(ctx context.Context) bool {
 	item, ok := q.pending[id]
 	delete(q.pending, id)
 	q.mu.Unlock()
+	if ctx.Err() != nil {
+		// The workqueue hands out what it holds even after ShutDown. A sync now could only
+		// fail, and would leave that failure as the member's last sync.
+		return true
+	}
 	if !ok {
 		item = queued{trigger: "retry"}
 	}

@@ -93,9 +93,16 @@ type Reconciler struct {
 	// pass began to its recentSync, so that the pass can tell its own view is out of date.
 	passing atomic.Bool
 	recent  sync.Map
-	// listed is when the newest full pass that applies began listing the guild (Unix ns).
-	// A view older than that may undo what the pass wrote: such a sync asks Discord afresh.
-	listed atomic.Int64
+	// passBegan is when the newest full pass that applies began. A view of a member older
+	// than that may undo what the pass writes, or land after the pass read Authentik and so
+	// escape it: a sync holding such a view asks Discord afresh.
+	passBegan atomic.Pointer[time.Time]
+}
+
+// beforePass reports whether a view observed at at is older than the newest full pass.
+func (r *Reconciler) beforePass(at time.Time) bool {
+	began := r.passBegan.Load()
+	return began != nil && !at.IsZero() && at.Before(*began)
 }
 
 // recentSync is when a sync of a member finished, and how fresh its view of the member was.
@@ -238,6 +245,16 @@ type Outcome struct {
 	Changes     []Change
 }
 
+// merge makes o the outcome of an earlier sync followed by o's.
+func (o *Outcome) merge(earlier *Outcome) {
+	o.Changes = append(slices.Clip(earlier.Changes), o.Changes...)
+	o.Added = append(slices.Clip(earlier.Added), o.Added...)
+	o.Removed = append(slices.Clip(earlier.Removed), o.Removed...)
+	if len(o.Changes) > 0 && o.Result == ResultUnchanged {
+		o.Result = ResultChanged
+	}
+}
+
 // Sync brings the Authentik users linked to t.DiscordID in line with the guild. With dryRun
 // it only computes the plan. Syncs of one Discord user never run at the same time, so two
 // triggers that race cannot interleave their writes.
@@ -251,7 +268,7 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	// Taken once the lock is held: a sync that waited for it reads Discord after this.
 	locked := r.opts.Now()
 
-	if t.Known != nil && !t.ObservedAt.IsZero() && t.ObservedAt.UnixNano() < r.listed.Load() {
+	if t.Known != nil && r.beforePass(t.ObservedAt) && !dryRun {
 		// A gateway event that waited in the queue while a pass listed the guild: the pass
 		// may have applied a newer view since, and nothing else would repair it.
 		t.Known, t.ObservedAt = nil, time.Time{}
@@ -267,12 +284,21 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 		}
 	}
 	out, err := r.sync(ctx, t, trigger, dryRun)
+	if err == nil && t.Known != nil && r.beforePass(t.ObservedAt) && !dryRun {
+		// A pass began while this sync wrote an older view. The pass may have read
+		// Authentik before the write and found the member current: read Discord afresh now.
+		first := out
+		t.Known, t.ObservedAt, t.Users = nil, time.Time{}, nil
+		locked = r.opts.Now()
+		if out, err = r.sync(ctx, t, trigger, dryRun); out != nil {
+			out.merge(first)
+		}
+	}
 	if !dryRun && r.passing.Load() {
-		// A failed sync keeps the view the last one applied: what it wrote, if anything,
-		// its retry will finish.
+		// A sync that failed before writing anything keeps the view the last one applied.
 		rs := recentSync{finished: r.opts.Now(), observed: last.observed}
 		switch {
-		case err != nil:
+		case err != nil && (out == nil || len(out.Changes) == 0):
 		case t.Known == nil:
 			rs.observed = locked // the sync read the member from Discord itself
 		default:
