@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -112,44 +111,15 @@ func TestSyncAll_OddDiscordAttributes(t *testing.T) {
 func TestSyncAll_Interrupted(t *testing.T) {
 	e := newEnv(t)
 	seed(t, e)
-	const n = 80
-	ids := make([]string, n)
-	pks := make([]int32, n)
-	for i := range n {
-		ids[i] = strconv.Itoa(320000000000000000 + i)
-		pk := e.ak.AddUser(authentikstub.User{Username: "s" + strconv.Itoa(i), IsActive: true,
-			Type: "external", Attributes: json.RawMessage(`{"locale":"de"}`)})
-		pks[i] = pk
-		e.ak.AddConnection("discord", pk, ids[i])
-		m := discordstub.ExampleMember()
-		m.User.ID, m.User.Username, m.User.Avatar = ids[i], "s"+strconv.Itoa(i), nil
-		m.Roles = []string{roleMember}
-		mustSetMember(t, e, m)
-	}
+	const n, base = 80, 320000000000000000
+	pks := seedStale(t, e, n, base)
 	e.ak.SetLatency(20 * time.Millisecond)
 	e.ak.ResetCounts()
-	cmd := exec.Command(binary, "sync", "--all")
-	cmd.Env = append(os.Environ()[:0:0], e.vars...)
-	var o, er bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &er
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Wait until the pass writes, then interrupt it.
-	deadline := time.Now().Add(30 * time.Second)
-	for e.ak.Counts().Writes < 10 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	sent := time.Now()
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	err := cmd.Wait()
-	took := time.Since(sent)
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
+	code, out, errOut, took := runAndTerm(t, e, func() bool {
+		return e.ak.Counts().Writes >= 10 // the pass is writing
+	}, "sync", "--all")
 	t.Logf("exit %d after %v; %d writes\nstdout:\n%s\nstderr:\n%s", code, took,
-		e.ak.Counts().Writes, o.String(), lastLines(er.String(), 15))
+		e.ak.Counts().Writes, out, lastLines(errOut, 15))
 	if code == 0 {
 		t.Errorf("interrupted pass exited 0")
 	}
@@ -158,9 +128,9 @@ func TestSyncAll_Interrupted(t *testing.T) {
 	}
 	// Per-member "context canceled" errors do not count: they name the syncs in flight,
 	// not the members the pass never got to.
-	if !strings.Contains(o.String(), "interrupted: ") ||
-		!strings.Contains(o.String(), "out-of-date member(s) not reached") ||
-		!strings.Contains(er.String(), "full pass interrupted with") {
+	if !strings.Contains(out, "interrupted: ") ||
+		!strings.Contains(out, "out-of-date member(s) not reached") ||
+		!strings.Contains(errOut, "full pass interrupted with") {
 		t.Errorf("nothing in the output says the pass was cut short before the rest of the " +
 			"out-of-date members")
 	}
@@ -169,10 +139,11 @@ func TestSyncAll_Interrupted(t *testing.T) {
 	if out, errOut, code := e.cli("sync", "--all"); code != 0 {
 		t.Fatalf("pass after the interrupted one exited %d:\n%s\n%s", code, out, errOut)
 	}
-	for i := range n {
-		attrs := string(e.ak.UserAttributes(pks[i]))
-		if !strings.Contains(attrs, `"locale":"de"`) || !strings.Contains(attrs, ids[i]) {
-			t.Errorf("user s%d after the next pass: %s", i, attrs)
+	for i, pk := range pks {
+		attrs := string(e.ak.UserAttributes(pk))
+		if !strings.Contains(attrs, `"locale":"de"`) ||
+			!strings.Contains(attrs, strconv.Itoa(base+i)) {
+			t.Errorf("user r%d after the next pass: %s", i, attrs)
 		}
 	}
 }
