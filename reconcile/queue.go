@@ -46,7 +46,8 @@ type queued struct {
 	trigger string
 	known   *guild.Membership
 	// knownAt is when known arrived. An event may wait in the queue while a full pass lists
-	// the guild; the pass must not take it for newer than its own pages.
+	// the guild: compared with the pass's start, it tells whether the event is older than
+	// what the pass reads (see Reconciler.Sync).
 	knownAt time.Time
 	userPKs []int32
 }

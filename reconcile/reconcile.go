@@ -268,7 +268,11 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 	// Taken once the lock is held: a sync that waited for it reads Discord after this.
 	locked := r.opts.Now()
 
-	if t.Known != nil && r.beforePass(t.ObservedAt) && !dryRun {
+	// olderThanPass: t holds a view of the member from before the newest full pass began.
+	olderThanPass := func() bool {
+		return t.Known != nil && r.beforePass(t.ObservedAt) && !dryRun
+	}
+	if olderThanPass() {
 		// A gateway event that waited in the queue while a pass listed the guild: the pass
 		// may have applied a newer view since, and nothing else would repair it.
 		t.Known, t.ObservedAt = nil, time.Time{}
@@ -284,7 +288,7 @@ func (r *Reconciler) Sync(ctx context.Context, t Target, trigger string, dryRun 
 		}
 	}
 	out, err := r.sync(ctx, t, trigger, dryRun)
-	if err == nil && t.Known != nil && r.beforePass(t.ObservedAt) && !dryRun {
+	if err == nil && olderThanPass() {
 		// A pass began while this sync wrote an older view. The pass may have read
 		// Authentik before the write and found the member current: read Discord afresh now.
 		first := out

@@ -117,8 +117,10 @@ func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, st
 	for _, e := range rep.FirstErrors {
 		fmt.Fprintln(stderr, "error:", e)
 	}
-	// A pass cut short before it knew who is linked has nothing worth printing.
-	if errors.Is(err, reconcile.ErrInterrupted) && rep.Linked == 0 {
+	// A pass cut short before it knew who is linked has nothing worth printing; one cut short
+	// later has done part of its work, which the lines below say.
+	interrupted := errors.Is(err, reconcile.ErrInterrupted)
+	if interrupted && rep.Linked == 0 {
 		fmt.Fprintln(stderr, "bridge sync --all:", errorLine(err))
 		return 1
 	}
@@ -140,8 +142,6 @@ func syncAll(ctx context.Context, rec *reconcile.Reconciler, dry, force bool, st
 	} else if rep.Stopped != "" {
 		fmt.Fprintln(stdout, "stopped:", rep.Stopped)
 	}
-	// An interrupted pass has done part of its work: say how much, then why it stopped.
-	interrupted := errors.Is(err, reconcile.ErrInterrupted)
 	switch {
 	case dry && (err == nil || interrupted):
 		fmt.Fprintln(stdout, "dry run: nothing was changed")
